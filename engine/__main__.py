@@ -1,0 +1,3 @@
+from brokerguard.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The `brokerguard` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from brokerguard import __version__, config, server
+from brokerguard.errors import BrokerGuardError
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    if args.workers is not None:
+        if args.workers < 1:
+            raise BrokerGuardError("--workers must be at least 1")
+        settings = config.replace(settings, workers=args.workers)
+    server.configure_logging(args.log_level or settings.log_level)
+    return server.run(settings)
+
+
+def _check(args: argparse.Namespace) -> int:
+    config.load(args.config)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="brokerguard", description=__doc__)
+    top.add_argument("--version", action="version", version=f"brokerguard {__version__}")
+    commands = top.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the gateway in the foreground")
+    run.add_argument("--config", required=True, help="YAML config file")
+    run.add_argument("--workers", type=int, help="worker processes sharing the ports (default: config)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+    check.set_defaults(handler=_check)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokerGuardError as err:
+        print(f"brokerguard: {err}", file=sys.stderr)
+        return 2

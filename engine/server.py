@@ -1,0 +1,144 @@
+"""Runs the gateway: N worker processes sharing the listen ports (SO_REUSEPORT), each an uvloop
+event loop with every configured adapter.
+
+SIGTERM or SIGINT: every worker stops accepting, lets the requests it already read be answered
+(up to drain_timeout_s) and exits; the parent waits for them. A worker that dies on its own is
+started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import os
+import signal
+import sys
+import time
+
+from brokerguard import registry
+from brokerguard.config import Config
+from brokerguard.pipeline import Pipeline
+
+log = logging.getLogger("brokerguard")
+
+ADAPTERS = ("kafka",)
+# glibc: allocations above the mmap threshold are returned to the OS on free, so a 1 MiB frame
+# costs an mmap/munmap pair each time; raising both thresholds keeps such buffers in the heap.
+MALLOC_THRESHOLD = 64 * 1024 * 1024
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+
+def tune_malloc() -> None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    libc = ctypes.CDLL(name)
+    if hasattr(libc, "mallopt"):
+        libc.mallopt(M_MMAP_THRESHOLD, MALLOC_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, 2 * MALLOC_THRESHOLD)
+
+
+def build_adapters(config: Config) -> list:
+    pipeline = Pipeline()
+    adapters = []
+    for name in ADAPTERS:
+        if getattr(config, name) is not None:
+            factory = registry.load("adapters", name)
+            adapters.append(factory.create(config, pipeline))
+    return adapters
+
+
+async def serve(config: Config, started: asyncio.Event | None = None) -> None:
+    """Run the adapters until SIGTERM/SIGINT, then drain."""
+    adapters = build_adapters(config)
+    for adapter in adapters:
+        await adapter.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker %d ready", os.getpid())
+    if started is not None:
+        started.set()
+    await stop.wait()
+    log.info("worker %d draining (up to %.0f s)", os.getpid(), config.drain_timeout_s)
+    await asyncio.gather(*(a.drain(config.drain_timeout_s) for a in adapters))
+    log.info("worker %d stopped", os.getpid())
+
+
+def run_worker(config: Config) -> None:
+    import uvloop
+
+    tune_malloc()
+    uvloop.run(serve(config))
+
+
+def run(config: Config) -> int:
+    """Run the gateway in the foreground; returns the exit status."""
+    if config.workers == 1:
+        run_worker(config)
+        return 0
+    return _supervise(config)
+
+
+def _spawn(config: Config) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            run_worker(config)
+        except BaseException:
+            log.exception("worker %d failed", os.getpid())
+            code = 1
+        finally:
+            logging.shutdown()
+            os._exit(code)
+    return pid
+
+
+def _supervise(config: Config) -> int:
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = {_spawn(config) for _ in range(config.workers)}
+    log.info("started %d workers: %s", len(workers), " ".join(map(str, sorted(workers))))
+    status = 0
+    while workers:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        workers.discard(pid)
+        if os.waitstatus_to_exitcode(code) != 0:
+            status = 1
+        if not stopping:
+            log.error("worker %d exited unexpectedly (status %d); starting another",
+                      pid, os.waitstatus_to_exitcode(code))
+            time.sleep(1)
+            status = 0
+            workers.add(_spawn(config))
+    return status
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )

@@ -1,0 +1,43 @@
+"""A read buffer for one direction of a connection, shaped for asyncio.BufferedProtocol.
+
+Small frames are read many at a time into one reusable buffer; a frame larger than that buffer
+gets a buffer of its own, exactly its size, that is handed on whole once complete (no copy).
+Unconsumed bytes always start at offset 0.
+"""
+
+from __future__ import annotations
+
+
+class FrameBuffer:
+    __slots__ = ("buf", "end", "_reusable")
+
+    def __init__(self, size: int) -> None:
+        self._reusable = bytearray(size)
+        self.buf = self._reusable
+        self.end = 0
+
+    def writable(self) -> memoryview:
+        """Where the next read lands; never empty (see settle)."""
+        return memoryview(self.buf)[self.end :]
+
+    def take(self, start: int, end: int) -> bytes | bytearray:
+        """The bytes buf[start:end] as an object the caller may keep after the next read."""
+        if self.buf is not self._reusable:
+            return self.buf  # a whole frame in its own buffer: settle() lets go of it
+        return bytes(memoryview(self.buf)[start:end])
+
+    def settle(self, consumed_to: int, pending_size: int) -> None:
+        """Drop bytes up to consumed_to and make room for the whole pending frame."""
+        remaining = self.end - consumed_to
+        if remaining == 0:
+            self.buf = self._reusable
+            self.end = 0
+        elif pending_size > len(self._reusable):
+            if len(self.buf) != pending_size:
+                own = bytearray(pending_size)
+                own[:remaining] = memoryview(self.buf)[consumed_to : self.end]
+                self.buf = own
+                self.end = remaining
+        elif consumed_to > 0:
+            self.buf[:remaining] = memoryview(self.buf)[consumed_to : self.end]
+            self.end = remaining

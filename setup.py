@@ -1,0 +1,45 @@
+"""Build: maps the fixed folders to import names and compiles the Cython hot paths.
+
+The Kafka message schema that the adapter's codec interprets is generated here, at build time,
+from the JSON message specs inside the pinned kafka-clients jar (see
+plugins/kafka/protocol/generate.py); the generated file is not committed.
+"""
+import os
+import sys
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins", "kafka", "protocol"))
+import generate  # noqa: E402  (the schema generator needs no installed package)
+
+generate.ensure_schema()
+
+extensions = [
+    Extension("brokerguard._native.frames", ["ext/frames.pyx"]),
+]
+
+setup(
+    package_dir={
+        "brokerguard": "engine",
+        "brokerguard._native": "ext",
+        "brokerguard.plugins": "plugins",
+    },
+    packages=[
+        "brokerguard",
+        "brokerguard._native",
+        "brokerguard.plugins",
+        "brokerguard.plugins.kafka",
+        "brokerguard.plugins.kafka.protocol",
+    ],
+    package_data={
+        "brokerguard": ["py.typed"],
+        "brokerguard._native": ["*.pyi", "*.pyx"],
+        "brokerguard.plugins.kafka.protocol": ["messages.json"],
+    },
+    ext_modules=cythonize(
+        extensions,
+        language_level=3,
+        compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
+    ),
+)

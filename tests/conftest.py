@@ -1,0 +1,34 @@
+"""Shared fixtures: one real Kafka broker for the whole run and a gateway in front of it.
+
+A broker or gateway that fails to start fails the run with its log; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from devstack.kafka import KafkaBroker
+from harness import Gateway
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    import brokerguard._native as native
+
+    if os.environ.get("BROKERGUARD_NO_EXTENSIONS") != "1":
+        assert native.IMPLEMENTATION == "cython", "the Cython extensions did not load: run `make setup`"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory):
+    with KafkaBroker(work_dir=tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def gateway(kafka, tmp_path_factory: pytest.TempPathFactory):
+    """The gateway most tests share: SCRAM-SHA-512 to the broker's SASL listener, one worker."""
+    gateway = Gateway(kafka, tmp_path_factory.mktemp("gateway")).start()
+    yield gateway
+    gateway.stop()
