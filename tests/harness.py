@@ -119,3 +119,57 @@ class Gateway:
             raise RuntimeError(f"gateway did not stop within {timeout} s:\n{self.log()[-4000:]}")
         finally:
             self._log_handle.close()
+
+
+# -- raw Kafka wire helpers: for tests that must control every byte a client sends ------------
+
+
+def request_frame(api_key: int, version: int, body: dict, correlation_id: int = 1,
+                  client_id: str | None = "brokerguard-tests") -> bytes:
+    """One whole request frame, size prefix included, built with the gateway's codec."""
+    from brokerguard.plugins.kafka.protocol import codec
+
+    payload = (codec.encode_request_header(api_key, version, correlation_id, client_id)
+               + codec.encode_request(api_key, version, body))
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def recv_exactly(sock: socket.socket, count: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < count:
+        chunk = sock.recv(min(count - len(chunks), 1 << 20))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(chunks)} of {count} bytes")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def read_response(sock: socket.socket, api_key: int, version: int) -> tuple[int, dict]:
+    """(correlation id, decoded body) of the next response frame on `sock`."""
+    from brokerguard.plugins.kafka.protocol import codec
+
+    size = int.from_bytes(recv_exactly(sock, 4), "big", signed=True)
+    payload = recv_exactly(sock, size)
+    correlation_id, offset = codec.decode_response_header(
+        payload, 0, codec.response_header_version(api_key, version))
+    return correlation_id, codec.decode_response(api_key, version, payload, offset)
+
+
+def call(address: str, api_key: int, version: int, body: dict, timeout: float = 10) -> dict:
+    """One request on a fresh connection to HOST:PORT; the decoded response body."""
+    host, _, port = address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(request_frame(api_key, version, body, correlation_id=7))
+        correlation_id, response = read_response(sock, api_key, version)
+    assert correlation_id == 7, f"response to correlation id {correlation_id}, expected 7"
+    return response
+
+
+def partition_leader(address: str, topic: str, partition: int = 0) -> str:
+    """HOST:PORT of the partition's leader as Metadata at `address` names it."""
+    body = call(address, 3, 12, {"topics": [{"name": topic}], "allow_auto_topic_creation": False})
+    brokers = {b["node_id"]: f"{b['host']}:{b['port']}" for b in body["brokers"]}
+    (found,) = [t for t in body["topics"] if t["name"] == topic]
+    assert found["error_code"] == 0, f"Metadata for {topic}: error {found['error_code']}"
+    (leader,) = [p["leader_id"] for p in found["partitions"] if p["partition_index"] == partition]
+    return brokers[leader]
