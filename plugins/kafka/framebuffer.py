@@ -1,7 +1,8 @@
 """A read buffer for one direction of a connection, shaped for asyncio.BufferedProtocol.
 
-Small frames are read many at a time into one reusable buffer; a frame larger than that buffer
-gets a buffer of its own, exactly its size, that is handed on whole once complete (no copy).
+Small frames are read many at a time into one reusable buffer. A frame larger than that buffer
+gets a buffer of its own, grown by doubling as its bytes arrive (so a peer that only announces a
+large size costs nothing) up to exactly the frame's size, and handed on whole once complete.
 Unconsumed bytes always start at offset 0.
 """
 
@@ -33,8 +34,9 @@ class FrameBuffer:
             self.buf = self._reusable
             self.end = 0
         elif pending_size > len(self._reusable):
-            if len(self.buf) != pending_size:
-                own = bytearray(pending_size)
+            if self.buf is self._reusable or self.end == len(self.buf):
+                size = min(pending_size, 2 * max(len(self.buf), remaining))
+                own = bytearray(size)
                 own[:remaining] = memoryview(self.buf)[consumed_to : self.end]
                 self.buf = own
                 self.end = remaining
