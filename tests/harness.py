@@ -109,6 +109,8 @@ class Gateway:
 
     def stop(self, timeout: float = 30) -> int | None:
         if self.process is None or self.process.poll() is not None:
+            if self.process is not None:
+                self._log_handle.close()  # it exited on its own (e.g. a test's SIGTERM)
             return self.process.returncode if self.process else None
         self.process.send_signal(signal.SIGTERM)
         try:
