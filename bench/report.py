@@ -1,0 +1,285 @@
+"""Summarise the runs of bench/run.py: results.json (everything) and RESULTS.md (for people)."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+
+import kafka_tools as kt
+
+ROOT = Path(__file__).resolve().parent.parent
+DIRECT = "direct"
+PRIMARY = "gateway-scram"
+TARGETS = {"throughput_ratio_min": 0.9, "cpu_s_per_gb_max": 1.5, "added_p50_ms_max": 0.3}
+
+
+# --------------------------------------------------------------------------- collecting
+
+def machine() -> dict:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                  if line.startswith("model name")), platform.processor() or "?")
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_kib = int(next(line.split()[1] for line in meminfo.splitlines() if line.startswith("MemTotal:")))
+    return {"cpu_model": model, "cores": len(__import__("os").sched_getaffinity(0)),
+            "memory_gib": round(mem_kib / 1024 / 1024, 1), "kernel": platform.release()}
+
+
+def _run(*cmd: str) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=ROOT)
+    except OSError:
+        return "?"
+    return (proc.stdout + proc.stderr).strip()
+
+
+def versions(broker) -> dict:
+    import confluent_kafka
+    import uvloop
+
+    commit = _run("git", "rev-parse", "--short=12", "HEAD")
+    if _run("git", "status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {"kafka": broker.kafka_version, "java": _run("java", "-version").splitlines()[0],
+            "python": platform.python_version(), "uvloop": uvloop.__version__,
+            "confluent_kafka": confluent_kafka.__version__,
+            "librdkafka": confluent_kafka.libversion()[0], "brokerguard_commit": commit}
+
+
+def tool_arguments(args) -> dict:
+    b, t = "<bootstrap>", "<topic>"
+    return {
+        "produce": f"ProducerPerformance {' '.join(kt.producer_args(b, t, args.records, args.record_size))}",
+        "consume": f"ConsumerPerformance {' '.join(kt.consumer_args(b, t, args.records, '<topic>-group'))}",
+        "e2e": f"EndToEndLatency {' '.join(kt.end_to_end_args(b, t, args.latency_records, args.record_size))}",
+        "probe": f"confluent-kafka loop: {args.probe_records} records of {args.record_size} B after 200 "
+                 "warm-up; produce (acks=1, linger.ms=0), flush, poll until it returns "
+                 "(fetch.wait.max.ms=100, fetch.min.bytes=1)",
+    }
+
+
+def _stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """{tool: {route: {metric: {median, min, max, n}}}} over rounds, numeric metrics only."""
+    summary: dict = {}
+    for row in runs:
+        for key, value in row.items():
+            if key in ("round", "route", "tool") or not isinstance(value, (int, float)):
+                continue
+            summary.setdefault(row["tool"], {}).setdefault(row["route"], {}).setdefault(key, []).append(value)
+    return {tool: {route: {k: _stats(v) for k, v in metrics.items()} for route, metrics in routes.items()}
+            for tool, routes in summary.items()}
+
+
+def _median(summary: dict, tool: str, route: str, metric: str) -> float | None:
+    try:
+        return summary[tool][route][metric]["median"]
+    except KeyError:
+        return None
+
+
+def comparisons(summary: dict, routes: list[str]) -> dict:
+    """Per gateway route: throughput ratios, added latencies, CPU per GB, against direct."""
+    out = {}
+    for route in routes:
+        if route == DIRECT:
+            continue
+        m = lambda tool, metric, r=route: _median(summary, tool, r, metric)  # noqa: E731
+        d = lambda tool, metric: _median(summary, tool, DIRECT, metric)  # noqa: E731
+        out[route] = {
+            "produce_ratio": m("produce", "mb_per_s") / d("produce", "mb_per_s"),
+            "consume_ratio": m("consume", "mb_per_s") / d("consume", "mb_per_s"),
+            "e2e_added_avg_ms": m("e2e", "avg_ms") - d("e2e", "avg_ms"),
+            "e2e_added_p50_ms": m("e2e", "p50_ms") - d("e2e", "p50_ms"),
+            "e2e_added_p99_ms": m("e2e", "p99_ms") - d("e2e", "p99_ms"),
+            "probe_added_p50_ms": m("probe", "p50_ms") - d("probe", "p50_ms"),
+            "probe_added_p99_ms": m("probe", "p99_ms") - d("probe", "p99_ms"),
+            "produce_cpu_s_per_gb": m("produce", "gateway_cpu_s_per_gb"),
+            "consume_cpu_s_per_gb": m("consume", "gateway_cpu_s_per_gb"),
+        }
+    return out
+
+
+def collect(args, broker, routes, runs: list[dict], *, load_before, seconds: float) -> dict:
+    for row in runs:
+        # How much of one core the gateway used while data moved (the tool's own timing).
+        if "gateway_cpu_s" in row and row["tool"] == "produce":
+            row["gateway_core_share"] = round(row["gateway_cpu_s"] * row["records_per_s"] / row["records"], 3)
+        elif "gateway_cpu_s" in row and row["tool"] == "consume" and row["fetch_ms"]:
+            row["gateway_core_share"] = round(row["gateway_cpu_s"] / (row["fetch_ms"] / 1000), 3)
+        if row["tool"] in ("produce", "consume"):
+            row["broker_cpu_s_per_gb"] = round(row["broker_cpu_s"] / (row["bytes"] / 1e9), 3)
+    summary = summarise(runs)
+    names = [r.name for r in routes]
+    return {
+        "command": "make bench",
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "tool_arguments": tool_arguments(args),
+        "machine": machine(), "versions": versions(broker),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "seconds": round(seconds, 1),
+        "routes": {r.name: r.label for r in routes},
+        "targets": TARGETS,
+        "summary": summary,
+        "comparisons": comparisons(summary, names),
+        "runs": runs,
+    }
+
+
+# --------------------------------------------------------------------------- RESULTS.md
+
+INTRO = """\
+# Benchmarks: Kafka's own tools, direct and through brokerguard
+
+Benchmarks are hard, and these numbers are narrow. They come from one machine, over loopback,
+with one Kafka node and one gateway worker, using Kafka's own `ProducerPerformance`,
+`ConsumerPerformance` and `EndToEndLatency` plus a small latency probe of our own. The broker,
+the tool's JVM and the gateway all share the same few cores, so whatever CPU the gateway uses
+is taken from the broker and the client too; on a larger machine, or with the gateway on its
+own host, the ratios would differ. Every path runs in the same process tree in the same run,
+rounds rotate the order of the paths, and each cell is the median of the rounds with the
+range in parentheses: a difference smaller than that range is noise. These are measurements,
+not a pass/fail gate.
+"""
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _cell(summary: dict, tool: str, route: str, metric: str, digits: int) -> str:
+    try:
+        s = summary[tool][route][metric]
+    except KeyError:
+        return "—"
+    text = _fmt(s["median"], digits)
+    if s["n"] > 1:
+        text += f" ({_fmt(s['min'], digits)}–{_fmt(s['max'], digits)})"
+    return text
+
+
+def _signed(value: float | None, digits: int, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:+.{digits}f}{unit}"
+
+
+ROWS = [
+    # label, tool, metric, digits, how the comparison column reads
+    ("Produce MB/s", "produce", "mb_per_s", 1, "produce_ratio"),
+    ("Produce records/s", "produce", "records_per_s", 0, "produce_ratio"),
+    ("Consume MB/s (fetch phase)", "consume", "mb_per_s", 1, "consume_ratio"),
+    ("Consume records/s (fetch phase)", "consume", "records_per_s", 0, "consume_ratio"),
+    ("EndToEndLatency avg, ms", "e2e", "avg_ms", 3, "e2e_added_avg_ms"),
+    ("EndToEndLatency p50, ms (whole ms)", "e2e", "p50_ms", 0, "e2e_added_p50_ms"),
+    ("EndToEndLatency p99, ms (whole ms)", "e2e", "p99_ms", 0, "e2e_added_p99_ms"),
+    ("Probe p50, ms", "probe", "p50_ms", 3, "probe_added_p50_ms"),
+    ("Probe p99, ms", "probe", "p99_ms", 3, "probe_added_p99_ms"),
+    ("Gateway CPU-s per GB, produce", "produce", "gateway_cpu_s_per_gb", 2, None),
+    ("Gateway CPU-s per GB, consume", "consume", "gateway_cpu_s_per_gb", 2, None),
+    ("Gateway share of one core, produce", "produce", "gateway_core_share", 2, None),
+    ("Gateway share of one core, consume", "consume", "gateway_core_share", 2, None),
+    ("Broker CPU-s per GB, produce", "produce", "broker_cpu_s_per_gb", 2, None),
+    ("Broker CPU-s per GB, consume", "consume", "broker_cpu_s_per_gb", 2, None),
+]
+
+
+def _table(results: dict) -> list[str]:
+    summary, comps = results["summary"], results["comparisons"]
+    gateways = [r for r in results["routes"] if r != DIRECT]
+    head = ["", "direct"]
+    for r in gateways:
+        head += [results["routes"][r], "vs direct"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, tool, metric, digits, comp in ROWS:
+        cells = [label, _cell(summary, tool, DIRECT, metric, digits)]
+        for r in gateways:
+            cells.append(_cell(summary, tool, r, metric, digits))
+            value = comps[r].get(comp) if comp else None
+            if comp is None:
+                cells.append("")
+            elif comp.endswith("_ratio"):
+                cells.append(f"× {value:.2f}")
+            else:
+                cells.append(_signed(value, digits if digits else 0, " ms"))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _target_lines(results: dict) -> list[str]:
+    t = results["targets"]
+    lines = []
+    for route, c in results["comparisons"].items():
+        def mark(ok: bool) -> str:
+            return "met" if ok else "NOT met"
+        cpu = [v for v in (c["produce_cpu_s_per_gb"], c["consume_cpu_s_per_gb"]) if v is not None]
+        lines.append(
+            f"- **{results['routes'][route]}**: "
+            f"throughput ratio produce {c['produce_ratio']:.2f}, consume {c['consume_ratio']:.2f} "
+            f"(target ≥ {t['throughput_ratio_min']}: "
+            f"{mark(min(c['produce_ratio'], c['consume_ratio']) >= t['throughput_ratio_min'])}); "
+            f"CPU produce {_fmt(c['produce_cpu_s_per_gb'], 2)}, consume {_fmt(c['consume_cpu_s_per_gb'], 2)} "
+            f"CPU-s/GB (target ≤ {t['cpu_s_per_gb_max']}: "
+            f"{mark(bool(cpu) and max(cpu) <= t['cpu_s_per_gb_max'])}); "
+            f"added p50 latency {c['probe_added_p50_ms']:+.3f} ms by the probe, "
+            f"{c['e2e_added_p50_ms']:+.0f} ms in EndToEndLatency's whole milliseconds "
+            f"(target < {t['added_p50_ms_max']} ms, judged on the probe: "
+            f"{mark(c['probe_added_p50_ms'] < t['added_p50_ms_max'])})")
+    return lines
+
+
+def markdown(results: dict) -> str:
+    m, v, s = results["machine"], results["versions"], results["settings"]
+    args = results["tool_arguments"]
+    out = [INTRO]
+    out += ["## Machine and versions", "",
+            f"- CPU: {m['cpu_model']}, {m['cores']} cores usable; memory {m['memory_gib']} GiB; "
+            f"Linux {m['kernel']}; load average before the run "
+            f"{' / '.join(map(str, results['load_average_before']))}",
+            f"- Kafka {v['kafka']} (one KRaft node, `devstack.kafka.KafkaBroker`, fresh work dir); "
+            f"{v['java']}",
+            f"- Python {v['python']}, uvloop {v['uvloop']}, confluent-kafka {v['confluent_kafka']} "
+            f"(librdkafka {v['librdkafka']}); brokerguard commit {v['brokerguard_commit']}",
+            ""]
+    busy = results["load_average_before"][0]
+    if busy > 0.5 * m["cores"]:
+        out += [f"Other work was running when this started (load average {busy:.2f} on "
+                f"{m['cores']} cores): expect these numbers to be noisy.", ""]
+    out += ["## How it was run", "",
+            f"`make bench` (`.venv/bin/python bench/run.py`), {s['rounds']} rounds, "
+            f"{results['seconds']:.0f} s in all. Routes: "
+            + "; ".join(f"`{k}` = {label}" for k, label in results["routes"].items())
+            + ". Each gateway is `brokerguard run` with one worker, clients connect to it in "
+            "plaintext without authentication. Each round creates fresh one-partition topics for "
+            "every route, runs each tool once per route (the route order rotating by round), "
+            "then deletes them; ConsumerPerformance reads the topic the same route just produced. "
+            "Before each run the page cache is synced. Gateway CPU is utime + stime of the worker "
+            "from `/proc/<pid>/stat` across the tool run.", ""]
+    out += [f"- produce: `{args['produce']}`",
+            f"- consume: `{args['consume']}`",
+            f"- end to end: `{args['e2e']}`",
+            f"- probe: {args['probe']}", ""]
+    out += ["## Results", ""] + _table(results) + [""]
+    out += ["## Targets", ""] + _target_lines(results) + [""]
+    out += ["## Reading the table", "",
+            "- MB is Kafka's tools' MB, 2^20 bytes of record values. GB in CPU-s per GB is 10^9 bytes "
+            "of record values (produce: records × record size; consume: the tool's MB consumed); "
+            "wire bytes are a little more (batch headers).",
+            "- Consume throughput is the tool's fetch phase (`fetch.MB.sec`), without the consumer "
+            "group join; results.json also has the figures with the join.",
+            "- EndToEndLatency keeps each latency in whole milliseconds (truncated), so its p50/p99 "
+            "cannot show a sub-millisecond difference; its average is exact. Its consumer uses "
+            "`fetch.max.wait.ms=0`, i.e. it spins on empty fetches, all of which cross the gateway. "
+            "The probe times the same send-ack-poll loop with a nanosecond clock and a long-polling "
+            "consumer, which is what the added-latency target is judged on.",
+            "- Gateway share of one core: gateway CPU seconds over the time the tool reports for "
+            "moving the data; near 1.0 means the single worker was the bottleneck.",
+            "- Every run, with all fields the tools print, is in `bench/results.json`.", ""]
+    return "\n".join(out)
+
+
+def summary_lines(results: dict) -> str:
+    return "\n".join(["", *_table(results), "", *_target_lines(results)])

@@ -1,0 +1,266 @@
+"""`make bench`: Kafka's own performance tools, direct to the broker and through the gateway.
+
+One real broker, one gateway worker per upstream variant (SCRAM-SHA-512 to the SASL listener;
+PLAINTEXT to the plain listener unless --no-plain-upstream), all in one run. Each round runs
+every tool once per path, the order of the paths rotating from round to round, so a slow
+moment on a shared machine hits every path alike; the report gives the median and the range.
+The gateway's CPU time comes from /proc/<worker pid>/stat around each run.
+
+    .venv/bin/python bench/run.py                                  # the full run (~10 min)
+    .venv/bin/python bench/run.py --records 50000 --rounds 1 \\
+        --latency-records 1000 --probe-records 300 --out-dir /tmp/bench   # a quick look
+
+Writes results.json (every run) and RESULTS.md (the summary) to --out-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import kafka_tools as kt  # noqa: E402
+import report  # noqa: E402
+from devstack.kafka import KafkaBroker  # noqa: E402
+from harness import Gateway  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Route:
+    """One way for the clients to reach the broker."""
+    name: str
+    label: str
+    bootstrap: str
+    gateway: Gateway | None = None
+    pid: int | None = None  # the gateway worker's
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of every thread of `pid` so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def worker_pid(gateway: Gateway) -> int:
+    # With one worker the `brokerguard run` process serves itself; the log names it either way.
+    for line in reversed(gateway.log().splitlines()):  # the log file may hold earlier runs
+        if line.endswith(" ready") and " worker " in line:
+            return int(line.rsplit(" ", 2)[-2])
+    return gateway.process.pid
+
+
+class Topics:
+    """Topics created on the broker's PLAINTEXT listener, one partition each."""
+
+    def __init__(self, bootstrap: str) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def create(self, names: list[str]) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        futures = self.admin.create_topics([NewTopic(n, 1, 1) for n in names], operation_timeout=30)
+        for future in futures.values():
+            future.result(60)
+        # Metadata may lag the controller by a moment; wait until every name is listed.
+        deadline = time.monotonic() + 30
+        while set(names) - set(self.admin.list_topics(timeout=10).topics):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics not visible after 30 s: {names}")
+            time.sleep(0.1)
+
+    def delete(self, names: list[str]) -> None:
+        for future in self.admin.delete_topics(names, operation_timeout=30).values():
+            future.result(60)
+
+    def close(self) -> None:
+        # librdkafka handles close when collected; before the broker stops, so nothing logs.
+        del self.admin
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, broker: KafkaBroker, routes: list[Route]) -> None:
+        self.args = args
+        self.broker = broker
+        self.routes = routes
+        self.topics = Topics(broker.bootstrap)
+        self.runs: list[dict] = []
+
+    def warm_up(self) -> None:
+        """Unmeasured: the broker's JIT and every route's code paths, before round 1."""
+        a = self.args
+        records = max(1000, a.records // 10)
+        names = {r.name: f"bench-warmup-{r.name}" for r in self.routes}
+        self.topics.create(list(names.values()))
+        for r in self.routes:
+            kt.run_tool(kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, names[r.name], records, a.record_size),
+                        timeout=a.tool_timeout)
+            kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(r.bootstrap, names[r.name], records,
+                                                            f"{names[r.name]}-group"), timeout=a.tool_timeout)
+        self.topics.delete(list(names.values()))
+
+    def close(self) -> None:
+        self.topics.close()
+
+    def measure(self, tool: str, route: Route, round_no: int, work) -> dict:
+        """Run `work()` (returns metrics); add wall time and gateway/broker CPU seconds."""
+        os.sync()  # the previous run's dirty pages are written back now, not during this one
+        gw0 = cpu_seconds(route.pid) if route.pid else None
+        broker0 = cpu_seconds(self.broker.pid)
+        started = time.monotonic()
+        metrics = work()
+        seconds = time.monotonic() - started
+        row = {"round": round_no, "route": route.name, "tool": tool, **metrics,
+               "wall_s": round(seconds, 3),
+               "broker_cpu_s": round(cpu_seconds(self.broker.pid) - broker0, 3)}
+        if route.gateway is not None:
+            if route.gateway.process.poll() is not None:
+                raise RuntimeError(f"gateway {route.name} exited:\n{route.gateway.log()[-4000:]}")
+            row["gateway_cpu_s"] = round(cpu_seconds(route.pid) - gw0, 3)
+            if "bytes" in metrics and tool in ("produce", "consume"):
+                row["gateway_cpu_s_per_gb"] = round(row["gateway_cpu_s"] / (metrics["bytes"] / 1e9), 3)
+        self.runs.append(row)
+        print(f"  round {round_no} {tool:8} {route.name:13} {_brief(row)}", flush=True)
+        return row
+
+    def round(self, round_no: int) -> None:
+        a = self.args
+        shift = (round_no - 1) % len(self.routes)
+        order = self.routes[shift:] + self.routes[:shift]
+        data = {r.name: f"bench-{round_no}-{r.name}" for r in order}
+        e2e = {r.name: f"bench-{round_no}-{r.name}-e2e" for r in order}
+        probe = {r.name: f"bench-{round_no}-{r.name}-probe" for r in order}
+        names = [*data.values(), *e2e.values(), *probe.values()]
+        self.topics.create(names)
+        for r in order:
+            self.measure("produce", r, round_no, lambda r=r: kt.parse_producer(kt.run_tool(
+                kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, data[r.name], a.records, a.record_size),
+                timeout=a.tool_timeout).stdout, a.record_size))
+        for r in order:
+            self.measure("consume", r, round_no, lambda r=r: self._consume(r, data[r.name], round_no))
+        for r in order:
+            self.measure("e2e", r, round_no, lambda r=r: kt.parse_end_to_end(kt.run_tool(
+                kt.END_TO_END, *kt.end_to_end_args(r.bootstrap, e2e[r.name], a.latency_records,
+                                                   a.record_size),
+                timeout=a.tool_timeout).stdout))
+        for r in order:
+            self.measure("probe", r, round_no, lambda r=r: kt.latency_probe(
+                r.bootstrap, probe[r.name], a.probe_records, a.record_size))
+        self.topics.delete(names)  # 500 MB per data topic: keep the disk and page cache small
+
+    def _consume(self, route: Route, topic: str, round_no: int) -> dict:
+        out = kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(
+            route.bootstrap, topic, self.args.records, f"{topic}-group"), timeout=self.args.tool_timeout)
+        metrics = kt.parse_consumer(out.stdout)
+        if metrics["records"] < self.args.records:
+            raise kt.ToolError(f"ConsumerPerformance read {metrics['records']} of {self.args.records} "
+                               f"records via {route.name}:\n{out.stdout[-3000:]}")
+        return metrics
+
+
+def _brief(row: dict) -> str:
+    if row["tool"] in ("produce", "consume"):
+        text = f"{row['mb_per_s']:8.1f} MB/s {row['records_per_s']:10.0f} rec/s"
+    else:
+        text = f"avg {row['avg_ms']:.3f} ms  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms"
+    if "gateway_cpu_s" in row:
+        text += f"  gateway {row['gateway_cpu_s']:.2f} CPU-s"
+    return text + f"  ({row['wall_s']:.1f} s)"
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--records", type=int, default=500_000, help="records per produce/consume run")
+    p.add_argument("--record-size", type=int, default=1024, help="bytes per record value")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--latency-records", type=int, default=3_000, help="EndToEndLatency records per run")
+    p.add_argument("--probe-records", type=int, default=2_000, help="latency probe records per run")
+    p.add_argument("--no-plain-upstream", action="store_true",
+                   help="only the gateway with the SCRAM-SHA-512 upstream")
+    p.add_argument("--tool-timeout", type=float, default=300, help="seconds before a tool run fails")
+    p.add_argument("--out-dir", type=Path, default=ROOT / "bench")
+    return p.parse_args(argv)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    # Also when started with SIGINT ignored (a background job): Ctrl-C must still clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    load_before = os.getloadavg()
+    (ROOT / ".devstack").mkdir(exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix="bench-", dir=ROOT / ".devstack"))
+    broker = KafkaBroker(work_dir / "kafka", keep_work_dir=False)
+    gateways: list[Gateway] = []
+    try:
+        print(f"starting Kafka in {work_dir}", flush=True)
+        broker.start()
+        routes = [Route("direct", "direct (PLAINTEXT listener)", broker.bootstrap)]
+        variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl")]
+        if not args.no_plain_upstream:
+            variants.append(("gateway-plain", "gateway, PLAINTEXT upstream", "plain"))
+        for name, label, upstream in variants:
+            gateway = Gateway(broker, work_dir / name, workers=1, upstream=upstream)
+            gateways.append(gateway)
+            gateway.start()
+            routes.append(Route(name, label, gateway.bootstrap, gateway, worker_pid(gateway)))
+        bench = Bench(args, broker, routes)
+        try:
+            print("warming up", flush=True)
+            bench.warm_up()
+            for round_no in range(1, args.rounds + 1):
+                print(f"round {round_no} of {args.rounds}", flush=True)
+                bench.round(round_no)
+        finally:
+            bench.close()
+        results = report.collect(args, broker, routes, bench.runs,
+                                 load_before=load_before, seconds=time.monotonic() - started)
+        args.out_dir.mkdir(parents=True, exist_ok=True)
+        (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out_dir / "RESULTS.md").write_text(report.markdown(results))
+        print(report.summary_lines(results))
+        print(f"wrote {args.out_dir / 'RESULTS.md'} and results.json "
+              f"in {time.monotonic() - started:.0f} s", flush=True)
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; stopping the gateway and Kafka", file=sys.stderr, flush=True)
+        return 130
+    except BaseException:
+        # The work dir goes below; keep what explains the failure.
+        for gateway in gateways:
+            print(f"--- last lines of {gateway.log_file}:\n{gateway.log()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        # A second Ctrl-C must not leave a broker or gateway behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for gateway in gateways:
+            try:
+                gateway.stop()
+            except Exception as err:  # still stop the rest
+                print(f"stopping a gateway: {err}", file=sys.stderr)
+        broker.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
