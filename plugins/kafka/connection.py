@@ -262,7 +262,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def __init__(self, adapter: KafkaAdapter) -> None:
         self._adapter = adapter
-        self._buffer = FrameBuffer(UPSTREAM_BUFFER)
+        self._buffer = FrameBuffer(UPSTREAM_BUFFER, trusted=True)
         self._scanner = ResponseScanner(adapter.config.max_response_bytes)
         self._client: ClientConnection | None = None
         self._calls: dict[int, asyncio.Future] = {}

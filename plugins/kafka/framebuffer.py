@@ -1,8 +1,9 @@
 """A read buffer for one direction of a connection, shaped for asyncio.BufferedProtocol.
 
 Small frames are read many at a time into one reusable buffer. A frame larger than that buffer
-gets a buffer of its own, grown by doubling as its bytes arrive (so a peer that only announces a
-large size costs nothing) up to exactly the frame's size, and handed on whole once complete.
+gets a buffer of its own, exactly the frame's size, handed on whole once complete. From an
+untrusted peer that buffer grows by doubling as the bytes arrive, so a client that only
+announces a large size costs nothing; the broker's announced size is allocated at once.
 Unconsumed bytes always start at offset 0.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 
 class FrameBuffer:
-    __slots__ = ("buf", "end", "_reusable")
+    __slots__ = ("buf", "end", "_reusable", "_trusted")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, trusted: bool = False) -> None:
+        self._trusted = trusted
         self._reusable = bytearray(size)
         self.buf = self._reusable
         self.end = 0
@@ -35,7 +37,7 @@ class FrameBuffer:
             self.end = 0
         elif pending_size > len(self._reusable):
             if self.buf is self._reusable or self.end == len(self.buf):
-                size = min(pending_size, 2 * max(len(self.buf), remaining))
+                size = pending_size if self._trusted else min(pending_size, 2 * max(len(self.buf), remaining))
                 own = bytearray(size)
                 own[:remaining] = memoryview(self.buf)[consumed_to : self.end]
                 self.buf = own

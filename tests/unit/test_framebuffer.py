@@ -3,6 +3,8 @@ whole and in order, and a large frame's buffer only grows as its bytes arrive.""
 
 import random
 
+import pytest
+
 from brokerguard._native import ResponseScanner
 from brokerguard.plugins.kafka.framebuffer import FrameBuffer
 
@@ -13,8 +15,8 @@ def frame(size: int, fill: int) -> bytes:
     return size.to_bytes(4, "big") + bytes([fill]) * size
 
 
-def feed(stream: bytes, read_sizes) -> list[bytes]:
-    buffer, scanner, out = FrameBuffer(REUSABLE), ResponseScanner(1 << 30), []
+def feed(stream: bytes, read_sizes, trusted: bool) -> list[bytes]:
+    buffer, scanner, out = FrameBuffer(REUSABLE, trusted), ResponseScanner(1 << 30), []
     position = 0
     while position < len(stream):
         want = read_sizes()
@@ -30,13 +32,14 @@ def feed(stream: bytes, read_sizes) -> list[bytes]:
     return out
 
 
-def test_any_split_gives_back_every_frame_whole_and_in_order():
+@pytest.mark.parametrize("trusted", [False, True])
+def test_any_split_gives_back_every_frame_whole_and_in_order(trusted):
     rng = random.Random(7)
     print("seed 7")
     for _ in range(60):
         frames = [frame(rng.choice([4, 9, 100, 1000, 5000, 70000]), i % 256) for i in range(rng.randint(1, 12))]
         stream = b"".join(frames)
-        assert feed(stream, lambda: rng.choice([1, 100, 1500, 9000, 65536])) == frames
+        assert feed(stream, lambda: rng.choice([1, 100, 1500, 9000, 65536]), trusted) == frames
 
 
 def test_an_announced_size_alone_allocates_nothing_large():
