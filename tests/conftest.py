@@ -32,3 +32,19 @@ def gateway(kafka, tmp_path_factory: pytest.TempPathFactory):
     gateway = Gateway(kafka, tmp_path_factory.mktemp("gateway")).start()
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture
+def own_gateway(kafka, tmp_path):
+    """`own_gateway(**options)` builds a gateway of the test's own, to adjust and `.start()`;
+    every one built is stopped afterwards."""
+    made: list[Gateway] = []
+
+    def make(**options) -> Gateway:
+        gateway = Gateway(kafka, tmp_path / f"gateway-{len(made)}", **options)
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        gateway.stop()

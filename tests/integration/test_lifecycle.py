@@ -21,21 +21,6 @@ FETCH, CREATE_TOPICS, API_VERSIONS = 1, 19, 18
 API_VERSIONS_BODY = {"client_software_name": "robustness", "client_software_version": "1"}
 
 
-@pytest.fixture
-def own_gateway(kafka, tmp_path):
-    """Start a gateway of the test's own with `start(**options)`; always stopped afterwards."""
-    started: list[Gateway] = []
-
-    def start(**options) -> Gateway:
-        gateway = Gateway(kafka, tmp_path / f"gateway-{len(started)}", **options)
-        started.append(gateway)
-        return gateway.start()
-
-    yield start
-    for gateway in started:
-        gateway.stop()
-
-
 def create_topic(gateway: Gateway, partitions: int = 1) -> str:
     topic = f"robust-{uuid.uuid4().hex[:10]}"
     body = call(gateway.bootstrap, CREATE_TOPICS, 7, {
@@ -72,7 +57,7 @@ def fetch_request(topic: str, correlation_id: int, max_wait_ms: int) -> bytes:
 
 
 def test_sigterm_answers_held_requests_then_exits_cleanly(own_gateway):
-    gateway = own_gateway()
+    gateway = own_gateway().start()
     topic = create_topic(gateway)
     leader = leader_of(gateway, topic)
     assert leader.startswith("127.0.0.1:") and int(leader.rsplit(":", 1)[1]) in gateway.gateway_ports()
@@ -175,7 +160,7 @@ def produce_and_consume(gateway: Gateway, topic: str, values: list[bytes]) -> No
 
 def test_supervisor_replaces_a_killed_worker_and_stops_all(own_gateway):
     # debug: every client connection's end is logged with the pid of the worker that served it
-    gateway = own_gateway(workers=2, log_level="debug")
+    gateway = own_gateway(workers=2, log_level="debug").start()
     supervisor = gateway.process.pid
     workers = child_pids(supervisor)
     assert len(workers) == 2 and set(ready_workers(gateway.log())) == workers

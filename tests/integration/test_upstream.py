@@ -23,21 +23,6 @@ API_VERSIONS_REQUEST = request_frame(
     API_VERSIONS, 3, {"client_software_name": "robustness", "client_software_version": "1"})
 
 
-@pytest.fixture
-def own_gateway(kafka, tmp_path):
-    """`make(**options)` builds a gateway to adjust before `.start()`; always stopped afterwards."""
-    made: list[Gateway] = []
-
-    def make(**options) -> Gateway:
-        gateway = Gateway(kafka, tmp_path / f"gateway-{len(made)}", **options)
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        gateway.stop()
-
-
 def closed_by_gateway(gateway: Gateway) -> int:
     """Connect, ask for ApiVersions, and expect the connection closed without an answer; the port."""
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
