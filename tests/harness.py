@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import yaml
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 ROOT = Path(__file__).resolve().parent.parent
 BROKERGUARD = str(Path(sys.executable).with_name("brokerguard"))
@@ -175,3 +176,20 @@ def partition_leader(address: str, topic: str, partition: int = 0) -> str:
     assert found["error_code"] == 0, f"Metadata for {topic}: error {found['error_code']}"
     (leader,) = [p["leader_id"] for p in found["partitions"] if p["partition_index"] == partition]
     return brokers[leader]
+
+
+def produce_and_consume(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for value in values:
+            producer.send(topic, value).get(timeout=15)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             auto_offset_reset="earliest", consumer_timeout_ms=15000)
+    try:
+        consumer.assign([TopicPartition(topic, 0)])
+        seen = [m.value for _, m in zip(values, consumer)]
+    finally:
+        consumer.close()
+    assert seen == values

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from harness import Gateway, call, partition_leader, read_response, request_frame
+from harness import Gateway, produce_and_consume, call, partition_leader, read_response, request_frame
 
 pytestmark = pytest.mark.kafka
 
@@ -141,23 +141,6 @@ def serving_workers(gateway: Gateway, log_from: int, count: int) -> set[int]:
         time.sleep(0.05)
 
 
-def produce_and_consume(gateway: Gateway, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, acks="all")
-    try:
-        for value in values:
-            producer.send(topic, value).get(timeout=15)
-    finally:
-        producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=gateway.bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=15000)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        seen = [m.value for _, m in zip(values, consumer)]
-    finally:
-        consumer.close()
-    assert seen == values
-
-
 def test_supervisor_replaces_a_killed_worker_and_stops_all(own_gateway):
     # debug: every client connection's end is logged with the pid of the worker that served it
     gateway = own_gateway(workers=2, log_level="debug").start()
@@ -186,7 +169,7 @@ def test_supervisor_replaces_a_killed_worker_and_stops_all(own_gateway):
     log_from = len(gateway.log())
     api_versions_burst(gateway, 20)
     assert serving_workers(gateway, log_from, 20) == workers
-    produce_and_consume(gateway, f"robust-workers-{uuid.uuid4().hex[:8]}", [b"one", b"two", b"three"])
+    produce_and_consume(gateway.bootstrap, f"robust-workers-{uuid.uuid4().hex[:8]}", [b"one", b"two", b"three"])
 
     assert gateway.stop() == 0
     for pid in workers:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from harness import PASSWORD_ENV, Gateway, partition_leader, read_response, recv_exactly, request_frame
+from harness import PASSWORD_ENV, produce_and_consume, Gateway, partition_leader, read_response, recv_exactly, request_frame
 
 pytestmark = pytest.mark.kafka
 
@@ -33,23 +33,6 @@ def closed_by_gateway(gateway: Gateway) -> int:
         except ConnectionResetError:
             pass
     return port
-
-
-def produce_and_consume(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for value in values:
-            producer.send(topic, value).get(timeout=15)
-    finally:
-        producer.close()
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=15000)
-    try:
-        consumer.assign([TopicPartition(topic, 0)])
-        seen = [m.value for _, m in zip(values, consumer)]
-    finally:
-        consumer.close()
-    assert seen == values
 
 
 def test_refused_login_closes_the_client_and_never_logs_a_password(own_gateway, kafka):
