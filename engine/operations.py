@@ -1,21 +1,52 @@
 """What a request asks to do, and what the gateway decided about it. No protocol knowledge here:
-adapters translate their wire requests into these."""
+adapters translate their wire requests into these, one (action, resource) pair at a time."""
 
 from __future__ import annotations
 
 import enum
 from typing import NamedTuple
 
+from brokerguard.identity import Identity
+
+# The actions rules can name, by the kind of resource they act on. Adapters map every request
+# they know to these (docs/kafka-actions.md has Kafka's table); anything else is denied.
+ACTIONS: dict[str, frozenset[str]] = {
+    "topic": frozenset({"produce", "consume", "describe", "create", "delete", "delete_records",
+                        "alter", "describe_configs", "alter_configs"}),
+    "group": frozenset({"consume", "describe", "delete", "describe_configs", "alter_configs"}),
+    "transactional_id": frozenset({"transaction", "describe"}),
+    "cluster": frozenset({"describe", "alter", "describe_configs", "alter_configs", "idempotent_write",
+                          "describe_acls", "alter_acls", "describe_quotas", "alter_quotas",
+                          "describe_credentials", "alter_credentials", "delegation_tokens",
+                          "alter_features", "cluster_action"}),
+}
+ALL_ACTIONS: frozenset[str] = frozenset().union(*ACTIONS.values())
+CLUSTER_NAME = "kafka-cluster"
+
 
 class Resource(NamedTuple):
-    kind: str  # "topic", "group", "transactional_id", "cluster", ...
+    kind: str  # "topic", "group", "transactional_id" or "cluster"
     name: str
 
 
-class Operation(NamedTuple):
-    api: str  # the protocol's own name for the request, e.g. "Produce"
-    action: str  # "produce", "consume", "describe", "create", "delete", "alter", "admin", ...
-    resources: tuple[Resource, ...] = ()
+CLUSTER = Resource("cluster", CLUSTER_NAME)
+
+
+class Client(NamedTuple):
+    """Where a request comes from, as far as the wire tells."""
+
+    address: str  # IP address of the client, without the port
+    client_id: str | None = None
+    software: str | None = None  # e.g. "apache-kafka-java 4.0.0", from the client's ApiVersions
+
+
+class AccessRequest(NamedTuple):
+    """The input of one decision: who asks to do what to which resource, from where."""
+
+    identity: Identity
+    action: str
+    resource: Resource
+    client: Client
 
 
 class Verdict(enum.Enum):
@@ -26,9 +57,15 @@ class Verdict(enum.Enum):
 
 class Decision(NamedTuple):
     verdict: Verdict
-    rule: str  # "file:rule" that produced it
-    reason: str
+    file: str  # the rules file that produced it ("" for the default deny)
+    rule: str  # the rule's name in that file ("default-deny" when no rule matched)
+    reason: str  # for people: shown to the client in the protocol's error message, and audited
+    cacheable: bool = True  # False when a time window took part: it may change by itself
 
     @property
     def allowed(self) -> bool:
         return self.verdict is Verdict.ALLOW
+
+    @property
+    def source(self) -> str:
+        return f"{self.file}:{self.rule}" if self.file else self.rule
