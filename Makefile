@@ -32,6 +32,7 @@ run: setup
 	$(BIN)/python devstack/run.py
 
 test: setup
+	$(BIN)/brokerguard rules test rules --coverage --fail-on-empty
 	$(BIN)/python -m pytest -ra
 
 bench: setup

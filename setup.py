@@ -27,6 +27,8 @@ setup(
     },
     packages=[
         "brokerguard",
+        "brokerguard.identity",
+        "brokerguard.policy",
         "brokerguard._native",
         "brokerguard.plugins",
         "brokerguard.plugins.kafka",

@@ -25,6 +25,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reload_rules(args: argparse.Namespace) -> int:
+    """Check the configured rules directory, then ask every worker to reload it (state store)."""
+    from brokerguard.policy import load_rules
+    from brokerguard.state import SqliteStateStore
+
+    settings = config.load(args.config)
+    load_rules(settings.rules.dir)  # a broken set is refused here, before any worker sees it
+    SqliteStateStore(settings.state.sqlite_path).request_reload("rules")
+    print(f"rules in {settings.rules.dir} are valid; every worker reloads them within "
+          f"{settings.state.poll_interval_ms} ms")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="brokerguard", description=__doc__)
     top.add_argument("--version", action="version", version=f"brokerguard {__version__}")
@@ -39,6 +52,18 @@ def parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(handler=_check)
+
+    from brokerguard import revocation
+    from brokerguard.identity import cli as users_cli
+    from brokerguard.policy import cli as rules_cli
+
+    rules = rules_cli.add_parser(commands)
+    reload = rules._bg_commands.add_parser(  # type: ignore[attr-defined]
+        "reload", help="check the rules directory, then make every running worker reload it")
+    reload.add_argument("--config", required=True, help="the gateway's YAML config")
+    reload.set_defaults(handler=_reload_rules)
+    users_cli.add_parser(commands)
+    revocation.add_parser(commands)
     return top
 
 

@@ -19,6 +19,9 @@ from brokerguard.secret import Secret
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+ClientSaslMechanism = Literal["OAUTHBEARER", "SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+# Asymmetric only: an HMAC algorithm would let anyone holding the issuer's public key sign tokens.
+JwtAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 
 
 class _Strict(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -63,11 +66,32 @@ class BrokerPorts(_Strict):
         return port - self.first
 
 
+class ListenTls(_Strict):
+    """TLS on the client side. With `client_ca_file`, clients may (`requested`) or must
+    (`required`) show a certificate signed by it; a verified certificate is an identity."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_auth: Literal["none", "requested", "required"] = "none"
+
+    def __post_init__(self) -> None:
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"`{name}` {path} is not a readable file")
+        if self.client_auth != "none" and self.client_ca_file is None:
+            raise ValueError(f"`client_auth: {self.client_auth}` needs `client_ca_file`")
+
+
 class KafkaListen(_Strict):
     host: str = "127.0.0.1"
     port: int = 19092
     advertised_host: str | None = None
     broker_ports: BrokerPorts = BrokerPorts()
+    tls: ListenTls | None = None
+    # The SASL mechanisms offered to clients; by default every one the `identity` section can check.
+    sasl_mechanisms: list[ClientSaslMechanism] | None = None
 
     def __post_init__(self) -> None:
         _check_port("port", self.port)
@@ -171,11 +195,100 @@ class KafkaConfig(_Strict):
             raise ValueError("`max_response_bytes` must be at least 1024")
 
 
+class Oidc(_Strict):
+    """OAUTHBEARER tokens: JWTs from this issuer, checked against its published keys (JWKS)."""
+
+    issuer: str
+    audience: list[str]
+    # Where the keys are: `jwks_url`, else the issuer's discovery document (`discovery_url`,
+    # by default ISSUER/.well-known/openid-configuration).
+    jwks_url: str | None = None
+    discovery_url: str | None = None
+    algorithms: list[JwtAlgorithm] = msgspec.field(default_factory=lambda: ["RS256", "ES256"])
+    subject_claim: str = "sub"
+    groups_claim: str | None = "groups"
+    clock_skew_s: float = 30.0
+    # Keys are fetched again this often, and at once (at most every `jwks_min_refresh_s`) when a
+    # token names a key id the gateway has not seen: the issuer rotated its keys.
+    jwks_refresh_s: float = 300.0
+    jwks_min_refresh_s: float = 10.0
+    jwks_timeout_s: float = 5.0
+    ca_file: str | None = None  # CA bundle for an https JWKS/discovery URL with a private CA
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            raise ValueError("`issuer` is required")
+        if not self.audience:
+            raise ValueError("`audience` needs at least one value")
+        if not self.algorithms:
+            raise ValueError("`algorithms` needs at least one algorithm")
+        if self.jwks_url and self.discovery_url:
+            raise ValueError("give `jwks_url` or `discovery_url`, not both")
+        if self.ca_file is not None and not Path(self.ca_file).is_file():
+            raise ValueError(f"`ca_file` {self.ca_file} is not a readable file")
+
+    @property
+    def discovery(self) -> str:
+        return self.discovery_url or self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+
+
+class CertificateIdentity(_Strict):
+    """How a verified client certificate becomes an identity (mTLS)."""
+
+    subject_from: Literal["cn", "dn", "san_dns", "san_uri", "san_email"] = "cn"
+    groups_from: Literal["ou", "none"] = "ou"
+
+
+class IdentityConfig(_Strict):
+    oidc: Oidc | None = None
+    # Service accounts for SCRAM and PLAIN: salted hashes only, managed by `brokerguard users`.
+    credentials_file: str | None = None
+    certificates: CertificateIdentity = CertificateIdentity()
+    # Every failed authentication is answered this long after it arrived, whatever failed.
+    failed_auth_delay_ms: int = 100
+    # Failed authentications allowed per client address per minute; beyond, attempts are refused.
+    failed_auth_per_minute: int = 20
+    # Sessions not bound by a token's expiry (SCRAM, PLAIN, mTLS) last at most this long before
+    # the client must re-authenticate (KIP-368); 0 means no limit.
+    max_session_lifetime_s: float = 0.0
+    # PLAIN sends the password itself: offered only on TLS listeners unless this is set.
+    allow_plain_without_tls: bool = False
+
+    def __post_init__(self) -> None:
+        if self.failed_auth_delay_ms < 0 or self.failed_auth_per_minute < 1:
+            raise ValueError("`failed_auth_delay_ms` must be >= 0 and `failed_auth_per_minute` >= 1")
+        if self.max_session_lifetime_s < 0:
+            raise ValueError("`max_session_lifetime_s` cannot be negative")
+
+
+class RulesConfig(_Strict):
+    dir: str = "rules"
+    cache_size: int = 100_000  # cached decisions per worker; the cache is emptied when full
+
+    def __post_init__(self) -> None:
+        if self.cache_size < 1:
+            raise ValueError("`cache_size` must be at least 1")
+
+
+class StateConfig(_Strict):
+    """Where workers share revocations and reload requests (SQLite on one machine)."""
+
+    sqlite_path: str = ".brokerguard/state.db"
+    poll_interval_ms: int = 200
+
+    def __post_init__(self) -> None:
+        if not 10 <= self.poll_interval_ms <= 1000:
+            raise ValueError("`poll_interval_ms` must be from 10 to 1000: revocation must act within a second")
+
+
 class Config(_Strict):
     workers: int = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # On SIGTERM, requests already received get this long to be answered before connections close.
     drain_timeout_s: float = 30.0
+    identity: IdentityConfig = IdentityConfig()
+    rules: RulesConfig = RulesConfig()
+    state: StateConfig = StateConfig()
     kafka: KafkaConfig | None = None
 
     def __post_init__(self) -> None:
@@ -185,6 +298,12 @@ class Config(_Strict):
             raise ValueError("`drain_timeout_s` cannot be negative")
         if self.kafka is None:
             raise ValueError("no adapter is configured: add a `kafka` section")
+        identity = self.identity
+        tls = self.kafka.listen.tls
+        certificates = tls is not None and tls.client_auth != "none"
+        if identity.oidc is None and identity.credentials_file is None and not certificates:
+            raise ValueError("clients have no way to authenticate: configure `identity.oidc`, "
+                             "`identity.credentials_file` or `kafka.listen.tls.client_auth`")
 
 
 def load(path: str | os.PathLike[str]) -> Config:

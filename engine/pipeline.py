@@ -1,18 +1,112 @@
-"""The one straight line every request takes once its adapter has named the operation:
-identity -> operation -> decision -> content -> forward.
+"""The one object adapters talk to, and the one straight line every request takes once its
+adapter has named it: identity -> (action, resource) -> decision -> forward or refuse.
 
-Identity, rules and content obligations plug in here; until a policy is configured every
-operation is forwarded unchanged, which is the pass-through the adapter is tested against.
+It owns what a worker shares between its connections: the identity service, the compiled rules
+and their decision cache, the live sessions by subject, and the state store watcher through
+which revocations and reload requests reach every worker.
 """
 
 from __future__ import annotations
 
-from brokerguard.operations import Decision, Operation, Verdict
-from brokerguard.session import Session
+import asyncio
+import logging
 
-PASS_THROUGH = Decision(Verdict.ALLOW, rule="", reason="no policy configured")
+from brokerguard.config import Config
+from brokerguard.identity import Identity
+from brokerguard.identity.service import IdentityService
+from brokerguard.operations import AccessRequest, Decision, Resource
+from brokerguard.policy import PolicyEngine, load_rules
+from brokerguard.policy.cache import DecisionCache
+from brokerguard.errors import BrokerGuardError
+from brokerguard.session import Session
+from brokerguard.state import Change, SqliteStateStore, StateWatcher
+
+log = logging.getLogger("brokerguard")
+
+MAINTENANCE_INTERVAL_S = 0.5
 
 
 class Pipeline:
-    def decide(self, session: Session, operation: Operation) -> Decision:
-        return PASS_THROUGH
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = SqliteStateStore(config.state.sqlite_path)
+        self.watcher = StateWatcher(self.state, config.state.poll_interval_ms / 1000, self._on_change)
+        self.identities = IdentityService(config.identity, self.watcher.is_revoked)
+        self.policy: PolicyEngine = load_rules(config.rules.dir)
+        self.decisions = DecisionCache(self.policy, config.rules.cache_size)
+        self._sessions: dict[str, set[Session]] = {}
+        self._maintenance: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.watcher.start()
+        await self.identities.start()
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    async def stop(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+        await self.identities.close()
+        await self.watcher.stop()
+
+    async def _maintain(self) -> None:
+        """Pick up an edited credentials file (a rotated password) and forget old failures."""
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL_S)
+            try:
+                self.identities.maintain()
+            except Exception:
+                log.exception("identity maintenance failed; the credentials in force are kept")
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def authenticated(self, session: Session, identity: Identity) -> None:
+        """Record that `session` now acts as `identity` (first login or re-authentication)."""
+        if session.identity is not None:
+            self._forget(session)
+        session.authenticated(identity)
+        self._sessions.setdefault(identity.subject, set()).add(session)
+
+    def ended(self, session: Session) -> None:
+        if session.identity is not None:
+            self._forget(session)
+
+    def _forget(self, session: Session) -> None:
+        assert session.identity is not None
+        live = self._sessions.get(session.identity.subject)
+        if live is not None:
+            live.discard(session)
+            if not live:
+                del self._sessions[session.identity.subject]
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def decide(self, session: Session, action: str, resource: Resource) -> Decision:
+        key = (session.decision_key, action, resource)
+        decision = self.decisions.get(key)
+        if decision is None:
+            assert session.identity is not None, "decide() before authentication"
+            decision = self.decisions.decide(key, AccessRequest(session.identity, action, resource, session.client))
+        return decision
+
+    # -- what reaches every worker through the state store -------------------------------------
+
+    def _on_change(self, change: Change) -> None:
+        if change.kind == "revoke":
+            self.decisions.clear()
+            for session in list(self._sessions.get(change.key, ())):
+                if session.close is not None:
+                    session.close(f"identity {change.key} revoked")
+        elif change.kind == "reload" and change.key == "rules":
+            self.reload_rules()
+
+    def reload_rules(self) -> bool:
+        """Swap in the rules directory's current contents; a broken set is refused, the old kept."""
+        try:
+            policy = load_rules(self.config.rules.dir)
+        except BrokerGuardError as err:
+            log.error("rules reload refused, keeping the rules in force: %s", err)
+            return False
+        self.policy = policy
+        self.decisions.reload(policy)
+        log.info("rules reloaded from %s", self.config.rules.dir)
+        return True

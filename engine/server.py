@@ -3,7 +3,8 @@ event loop with every configured adapter.
 
 SIGTERM or SIGINT: every worker stops accepting, lets the requests it already read be answered
 (up to drain_timeout_s) and exits; the parent waits for them. A worker that dies on its own is
-started again.
+started again. SIGHUP reloads the rules in every worker (a broken rule set is refused and the
+rules in force are kept); `brokerguard rules reload` does the same through the state store.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from brokerguard import registry
 from brokerguard.config import Config
 from brokerguard.pipeline import Pipeline
+from brokerguard.policy import load_rules
 
 log = logging.getLogger("brokerguard")
 
@@ -40,8 +42,7 @@ def tune_malloc() -> None:
         libc.mallopt(M_TRIM_THRESHOLD, 2 * MALLOC_THRESHOLD)
 
 
-def build_adapters(config: Config) -> list:
-    pipeline = Pipeline()
+def build_adapters(config: Config, pipeline: Pipeline) -> list:
     adapters = []
     for name in ADAPTERS:
         if getattr(config, name) is not None:
@@ -52,19 +53,23 @@ def build_adapters(config: Config) -> list:
 
 async def serve(config: Config, started: asyncio.Event | None = None) -> None:
     """Run the adapters until SIGTERM/SIGINT, then drain."""
-    adapters = build_adapters(config)
+    pipeline = Pipeline(config)
+    await pipeline.start()
+    adapters = build_adapters(config, pipeline)
     for adapter in adapters:
         await adapter.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, pipeline.reload_rules)
     log.info("worker %d ready", os.getpid())
     if started is not None:
         started.set()
     await stop.wait()
     log.info("worker %d draining (up to %.0f s)", os.getpid(), config.drain_timeout_s)
     await asyncio.gather(*(a.drain(config.drain_timeout_s) for a in adapters))
+    await pipeline.stop()
     log.info("worker %d stopped", os.getpid())
 
 
@@ -77,6 +82,7 @@ def run_worker(config: Config) -> None:
 
 def run(config: Config) -> int:
     """Run the gateway in the foreground; returns the exit status."""
+    load_rules(config.rules.dir)  # a broken rule set stops the start here, with its file and line
     if config.workers == 1:
         run_worker(config)
         return 0
@@ -88,8 +94,8 @@ def _spawn(config: Config) -> int:
     if pid == 0:
         code = 0
         try:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
             run_worker(config)
         except BaseException:
             log.exception("worker %d failed", os.getpid())
@@ -112,8 +118,16 @@ def _supervise(config: Config) -> int:
             except ProcessLookupError:
                 pass
 
+    def reload(signum: int, frame: object) -> None:
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)
     workers = {_spawn(config) for _ in range(config.workers)}
     log.info("started %d workers: %s", len(workers), " ".join(map(str, sorted(workers))))
     status = 0

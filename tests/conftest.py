@@ -48,3 +48,12 @@ def own_gateway(kafka, tmp_path):
     yield make
     for gateway in made:
         gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def oidc():
+    """A real OIDC issuer on loopback: discovery document, JWKS and a token endpoint."""
+    from devstack.oidc import OidcIssuer
+
+    with OidcIssuer(audience="brokerguard") as issuer:
+        yield issuer

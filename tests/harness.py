@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from typing import Any, NamedTuple
+
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -17,6 +19,47 @@ ROOT = Path(__file__).resolve().parent.parent
 BROKERGUARD = str(Path(sys.executable).with_name("brokerguard"))
 PASSWORD_ENV = "BROKERGUARD_TEST_UPSTREAM_PASSWORD"
 BROKER_PORTS = 4
+TEST_RULES = ROOT / "tests" / "rules"
+SHIPPED_RULES = ROOT / "rules"
+
+
+class User(NamedTuple):
+    """A service account in the gateway's credentials file (SCRAM and PLAIN)."""
+
+    name: str
+    password: str
+    groups: tuple[str, ...] = ()
+
+
+# Every test gateway knows this account; tests/rules lets it do everything.
+TESTER = User("tester", "tester-secret-5f1c", ("testers",))
+MECHANISM = "SCRAM-SHA-512"
+
+
+def auth(library: str = "kafka-python", user: User = TESTER, mechanism: str = MECHANISM) -> Any:
+    """What a client library needs to log in to a test gateway as `user`: keyword arguments
+    ("kafka-python", "aiokafka"), a config dict ("confluent"), or command-line args ("kcat")."""
+    if library in ("kafka-python", "aiokafka"):
+        return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": mechanism,
+                "sasl_plain_username": user.name, "sasl_plain_password": user.password}
+    if library == "confluent":
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": mechanism,
+                "sasl.username": user.name, "sasl.password": user.password}
+    if library == "kcat":
+        return ["-X", "security.protocol=SASL_PLAINTEXT", "-X", f"sasl.mechanisms={mechanism}",
+                "-X", f"sasl.username={user.name}", "-X", f"sasl.password={user.password}"]
+    raise ValueError(f"unknown client library {library!r}")
+
+
+def java_client_properties(path: Path, user: User = TESTER, mechanism: str = MECHANISM) -> Path:
+    """A --command-config / --producer.config file for Kafka's Java tools."""
+    module = "scram.ScramLoginModule" if mechanism.startswith("SCRAM") else "plain.PlainLoginModule"
+    path.write_text(
+        "security.protocol=SASL_PLAINTEXT\n"
+        f"sasl.mechanism={mechanism}\n"
+        f"sasl.jaas.config=org.apache.kafka.common.security.{module} required "
+        f'username="{user.name}" password="{user.password}";\n')
+    return path
 
 
 def free_port_range(count: int) -> int:
@@ -46,7 +89,8 @@ class Gateway:
     """`brokerguard run` as a subprocess; `bootstrap` is where clients connect."""
 
     def __init__(self, kafka, work_dir: Path, *, workers: int = 1, log_level: str = "info",
-                 upstream: str = "sasl", **kafka_overrides) -> None:
+                 upstream: str = "sasl", users: tuple[User, ...] = (), rules: Path = TEST_RULES,
+                 identity: dict | None = None, listen_tls: dict | None = None, **kafka_overrides) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         first = free_port_range(1 + BROKER_PORTS)
@@ -62,11 +106,21 @@ class Gateway:
             upstream_config = {"bootstrap_servers": [kafka.bootstrap]}
         kafka_section = {
             "listen": {"host": "127.0.0.1", "port": first,
-                       "broker_ports": {"first": first + 1, "count": BROKER_PORTS}},
+                       "broker_ports": {"first": first + 1, "count": BROKER_PORTS},
+                       **({"tls": listen_tls} if listen_tls else {})},
             "upstream": upstream_config,
             **kafka_overrides,
         }
-        self.config = {"workers": workers, "log_level": log_level, "drain_timeout_s": 10, "kafka": kafka_section}
+        self.credentials_file = self.work_dir / "credentials.json"
+        self.users = (TESTER, *users)
+        self.config = {
+            "workers": workers, "log_level": log_level, "drain_timeout_s": 10,
+            "identity": {"credentials_file": str(self.credentials_file), "failed_auth_delay_ms": 20,
+                         **(identity or {})},
+            "rules": {"dir": str(rules)},
+            "state": {"sqlite_path": str(self.work_dir / "state.db"), "poll_interval_ms": 100},
+            "kafka": kafka_section,
+        }
         self.config_file = self.work_dir / "gateway.yaml"
         self.log_file = self.work_dir / "gateway.log"
         self.env = {**os.environ, PASSWORD_ENV: kafka.password}
@@ -80,6 +134,12 @@ class Gateway:
         return {self.port, *range(self.broker_ports_first, self.broker_ports_first + BROKER_PORTS)}
 
     def start(self, timeout: float = 30) -> Gateway:
+        from brokerguard.identity.credentials import CredentialsFile
+
+        credentials = CredentialsFile(self.credentials_file, create=True)
+        for user in self.users:
+            if user.name not in credentials.users():
+                credentials.add(user.name, user.password, list(user.groups))
         self.config_file.write_text(yaml.safe_dump(self.config))
         self._log_handle = open(self.log_file, "ab")
         self.process = subprocess.Popen(
@@ -98,6 +158,15 @@ class Gateway:
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def cli(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+        """`brokerguard ARGS --config <this gateway's config>`."""
+        result = subprocess.run([BROKERGUARD, *args, "--config", str(self.config_file)], env=self.env,
+                                capture_output=True, text=True, input=input, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"brokerguard {' '.join(args)} exited {result.returncode}:\n"
+                                 f"{result.stdout}{result.stderr}")
+        return result
 
     def wait_for_log(self, text: str, timeout: float = 10) -> str:
         deadline = time.monotonic() + timeout
@@ -158,19 +227,54 @@ def read_response(sock: socket.socket, api_key: int, version: int) -> tuple[int,
     return correlation_id, codec.decode_response(api_key, version, payload, offset)
 
 
-def call(address: str, api_key: int, version: int, body: dict, timeout: float = 10) -> dict:
-    """One request on a fresh connection to HOST:PORT; the decoded response body."""
+def login(sock: socket.socket, user: User = TESTER, mechanism: str = MECHANISM) -> dict:
+    """SaslHandshake and SaslAuthenticate on `sock` as a Kafka client does them; the last
+    SaslAuthenticate response. Raises AssertionError if the gateway refuses."""
+    from brokerguard.plugins.kafka import sasl
+    from brokerguard.secret import Secret
+
+    sock.sendall(request_frame(17, 1, {"mechanism": mechanism}, correlation_id=1))
+    _, handshake = read_response(sock, 17, 1)
+    assert handshake["error_code"] == 0, f"SaslHandshake: {handshake}"
+    exchange = sasl.mechanism(mechanism, user.name, Secret(user.password))
+    token: bytes | None = exchange.first()
+    correlation_id = 1
+    while token is not None:
+        correlation_id += 1
+        sock.sendall(request_frame(36, 2, {"auth_bytes": token}, correlation_id=correlation_id))
+        _, reply = read_response(sock, 36, 2)
+        assert reply["error_code"] == 0, f"SaslAuthenticate: {reply}"
+        token = exchange.respond(bytes(reply["auth_bytes"]))
+    return reply
+
+
+def connect(address: str, user: User | None = TESTER, timeout: float = 10) -> socket.socket:
+    """A socket to HOST:PORT, logged in as `user` (None: not logged in)."""
     host, _, port = address.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    if user is not None:
+        try:
+            login(sock, user)
+        except BaseException:
+            sock.close()
+            raise
+    return sock
+
+
+def call(address: str, api_key: int, version: int, body: dict, timeout: float = 10,
+         user: User | None = TESTER) -> dict:
+    """One request on a fresh connection to HOST:PORT, logged in as `user` first (None for the
+    broker's own plain listener); the decoded response body."""
+    with connect(address, user, timeout) as sock:
         sock.sendall(request_frame(api_key, version, body, correlation_id=7))
         correlation_id, response = read_response(sock, api_key, version)
     assert correlation_id == 7, f"response to correlation id {correlation_id}, expected 7"
     return response
 
 
-def partition_leader(address: str, topic: str, partition: int = 0) -> str:
+def partition_leader(address: str, topic: str, partition: int = 0, user: User | None = TESTER) -> str:
     """HOST:PORT of the partition's leader as Metadata at `address` names it."""
-    body = call(address, 3, 12, {"topics": [{"name": topic}], "allow_auto_topic_creation": False})
+    body = call(address, 3, 12, {"topics": [{"name": topic}], "allow_auto_topic_creation": False}, user=user)
     brokers = {b["node_id"]: f"{b['host']}:{b['port']}" for b in body["brokers"]}
     (found,) = [t for t in body["topics"] if t["name"] == topic]
     assert found["error_code"] == 0, f"Metadata for {topic}: error {found['error_code']}"
@@ -178,15 +282,15 @@ def partition_leader(address: str, topic: str, partition: int = 0) -> str:
     return brokers[leader]
 
 
-def produce_and_consume(bootstrap: str, topic: str, values: list[bytes]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+def produce_and_consume(bootstrap: str, topic: str, values: list[bytes], user: User = TESTER) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **auth(user=user))
     try:
         for value in values:
             producer.send(topic, value).get(timeout=15)
     finally:
         producer.close()
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                             auto_offset_reset="earliest", consumer_timeout_ms=15000)
+                             auto_offset_reset="earliest", consumer_timeout_ms=15000, **auth(user=user))
     try:
         consumer.assign([TopicPartition(topic, 0)])
         seen = [m.value for _, m in zip(values, consumer)]

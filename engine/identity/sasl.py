@@ -298,8 +298,11 @@ class ScramServer:
         expected_binding = base64.b64encode(self._first.gs2_header.encode()).decode()
         if final.channel_binding != expected_binding:
             raise _fail("SCRAM channel binding does not repeat the GS2 header")
-        if final.nonce != self._nonce:
-            raise _fail("SCRAM nonce in client-final is not the one agreed")
+        # librdkafka 2.0 sends its own nonce again in front of the agreed one; Kafka's broker
+        # accepts that (it checks the suffix), so clients in the field depend on it. The agreed
+        # nonce, with our random part, must still end the message, and the proof covers it all.
+        if not final.nonce.endswith(self._nonce):
+            raise _fail("SCRAM nonce in client-final does not end with the one agreed")
         auth_message = f"{self._first.bare},{self._server_first},{final.without_proof}".encode()
         signature = hmac.new(self._verifier.stored_key, auth_message, self._hash).digest()
         proven = False

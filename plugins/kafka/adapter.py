@@ -1,5 +1,6 @@
-"""The Kafka adapter: listens where clients connect, opens one upstream connection per client
-connection with the gateway's own credentials, and keeps what its connections share.
+"""The Kafka adapter: listens where clients connect (plain or TLS), opens one upstream connection
+per authenticated client connection with the gateway's own credentials, and keeps what its
+connections share: the broker directory, the topic id map and the broker's API versions.
 
 Ports: the bootstrap port, plus one port per broker (node id N on broker_ports.first + N), so
 every connection a client makes after bootstrap still goes through the gateway.
@@ -12,21 +13,22 @@ import logging
 import ssl
 from typing import Any
 
-from brokerguard.config import KafkaConfig, KafkaUpstream
+from brokerguard.config import KafkaConfig, KafkaUpstream, ListenTls
 from brokerguard.errors import ProtocolError, UpstreamAuthenticationError, UpstreamError
 from brokerguard.pipeline import Pipeline
 
-from . import apis, sasl
+from . import apis, authorize, sasl
 from .connection import ClientConnection, UpstreamConnection
 from .directory import BrokerDirectory
 from .protocol import codec
-from .rewrite import Rewriter, Versions
+from .rewrite import Rewriter, Versions, api_versions_answer
 
 log = logging.getLogger("brokerguard.kafka")
 
 CLIENT_ID = "brokerguard"
 SASL_HANDSHAKE_VERSION = 1
 SASL_AUTHENTICATE_VERSION = 2
+API_VERSIONS_VERSION = 3  # every broker since Kafka 2.4
 
 
 def _tls_context(upstream: KafkaUpstream) -> ssl.SSLContext | None:
@@ -40,21 +42,37 @@ def _tls_context(upstream: KafkaUpstream) -> ssl.SSLContext | None:
     return context
 
 
+def _listen_tls_context(tls: ListenTls | None) -> ssl.SSLContext | None:
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        context.load_verify_locations(tls.client_ca_file)
+    context.verify_mode = {"none": ssl.CERT_NONE, "requested": ssl.CERT_OPTIONAL,
+                           "required": ssl.CERT_REQUIRED}[tls.client_auth]
+    return context
+
+
 class KafkaAdapter:
     name = "kafka"
 
     def __init__(self, config: KafkaConfig, pipeline: Pipeline) -> None:
         self.config = config
         self.pipeline = pipeline
-        self.versions = Versions()
+        self.versions = Versions(authorize.SUPPORTED)
         self.directory = BrokerDirectory(self)
-        self.rewriter = Rewriter(config.listen, self.directory, self.versions)
+        self.topic_names = authorize.TopicNames()
+        self.rewriter = Rewriter(config.listen, self.directory, self.topic_names)
+        self.decoded_responses = self.rewriter.apis
         self.connections: set[ClientConnection] = set()
+        self.broker_api_versions: dict[str, Any] | None = None  # the broker's last ApiVersions answer
+        self._learning: asyncio.Task | None = None
         self._servers: list[asyncio.AbstractServer] = []
         self._tls = _tls_context(config.upstream)
+        self._listen_tls = _listen_tls_context(config.listen.tls)
         sasl_config = config.upstream.sasl
         self._password = sasl_config.secret() if sasl_config else None
-        self._api_versions_max = self.versions.supported[apis.API_VERSIONS][1]
 
     # -- listening -----------------------------------------------------------------------------
 
@@ -66,12 +84,13 @@ class KafkaAdapter:
         for port, node_id in ports:
             server = await loop.create_server(
                 lambda n=node_id: ClientConnection(self, n),
-                listen.host, port, reuse_port=True, backlog=1024,
+                listen.host, port, reuse_port=True, backlog=1024, ssl=self._listen_tls,
             )
             self._servers.append(server)
-        log.info("kafka listening on %s:%d (brokers on ports %d-%d), upstream %s",
-                 listen.host, listen.port, ports[1][0], ports[-1][0],
-                 ",".join(self.config.upstream.bootstrap_servers))
+        log.info("kafka listening on %s:%d%s (brokers on ports %d-%d), upstream %s",
+                 listen.host, listen.port, " with TLS" if self._listen_tls else "", ports[1][0],
+                 ports[-1][0], ",".join(self.config.upstream.bootstrap_servers))
+        self._learning = loop.create_task(self._learn_quietly())
 
     async def drain(self, timeout: float) -> None:
         """Stop accepting; give requests already read up to `timeout` s to be answered."""
@@ -88,12 +107,30 @@ class KafkaAdapter:
 
     # -- what connections ask of the adapter ---------------------------------------------------
 
-    def answer_locally(self, api_key: int, api_version: int, correlation_id: int) -> bytes | None:
-        if api_key == apis.API_VERSIONS and api_version > self._api_versions_max:
-            return self.rewriter.unsupported_api_versions(correlation_id)
-        if api_key == apis.SASL_HANDSHAKE:
-            return self.rewriter.no_client_sasl(correlation_id, api_version)
-        return None
+    def api_versions_answer(self, version: int, correlation_id: int) -> bytes:
+        return api_versions_answer(correlation_id, version, self.broker_api_versions, self.versions)
+
+    async def learn_broker_versions(self) -> None:
+        """Make sure the broker's API versions are known (every upstream login refreshes them)."""
+        if self.broker_api_versions is not None:
+            return
+        if self._learning is None or self._learning.done():
+            self._learning = asyncio.get_running_loop().create_task(self._learn())
+        await asyncio.shield(self._learning)
+
+    async def _learn(self) -> None:
+        upstream = await self.open_upstream(None)
+        upstream.close()
+
+    async def _learn_quietly(self) -> None:
+        try:
+            await self._learn()
+        except UpstreamError as err:
+            log.warning("cannot reach the broker yet (%s); will try again when a client connects", err)
+
+    async def resolve_topic_ids(self, topic_ids: set[bytes]) -> None:
+        """Learn the names of topic ids no response has shown this worker yet."""
+        await self.directory.refresh()
 
     async def open_upstream(self, node_id: int | None) -> UpstreamConnection:
         if node_id is None:
@@ -125,15 +162,23 @@ class KafkaAdapter:
             )
         except (OSError, asyncio.TimeoutError) as err:
             raise UpstreamError(peer, f"cannot connect: {err or 'timed out'}") from err
-        if upstream.sasl is not None:
-            try:
-                await asyncio.wait_for(self._login(connection, peer), upstream.connect_timeout_s)
-            except BaseException as err:
-                connection.close()
-                if isinstance(err, asyncio.TimeoutError):
-                    raise UpstreamError(peer, "SASL login timed out") from err
-                raise
+        try:
+            await asyncio.wait_for(self._greet(connection, peer), upstream.connect_timeout_s)
+        except BaseException as err:
+            connection.close()
+            if isinstance(err, asyncio.TimeoutError):
+                raise UpstreamError(peer, "ApiVersions and SASL login timed out") from err
+            raise
         return connection
+
+    async def _greet(self, connection: UpstreamConnection, peer: str) -> None:
+        versions = await self.request(connection, apis.API_VERSIONS, API_VERSIONS_VERSION,
+                                      {"client_software_name": "brokerguard", "client_software_version": "1"})
+        if versions["error_code"]:
+            raise UpstreamError(peer, f"ApiVersions failed with error {versions['error_code']}")
+        self.broker_api_versions = versions
+        if self.config.upstream.sasl is not None:
+            await self._login(connection, peer)
 
     async def _login(self, connection: UpstreamConnection, peer: str) -> None:
         config = self.config.upstream.sasl

@@ -1,13 +1,18 @@
 """One client connection and the one upstream connection opened for it.
 
 Guarantees:
+- Nothing reaches the broker before the client has authenticated: until then only ApiVersions,
+  SaslHandshake and SaslAuthenticate are answered (by the gateway) and anything else closes the
+  connection. After, every request is decided per resource (authorize.py) before it is forwarded.
 - Responses reach the client in the order of its requests, each exactly once. Every request that
   expects a response has an entry in one FIFO; a response from the broker must match the head
   entry's correlation id, and answers the gateway makes itself wait in the same FIFO for their
   turn.
-- Bytes nobody needs pass through untouched: one copy out of the read buffer and one write per
-  read, whatever the number of frames in it. Only responses that carry broker addresses or API
-  versions are decoded and re-encoded (see rewrite.py).
+- Requests every rule allows pass through untouched: one copy out of the read buffer and one
+  write per read, whatever the number of frames in it. Only requests with a denied part, and
+  responses that carry broker addresses or must hide or add entries, are encoded again.
+- A request that must wait (authentication, topic ids to look up) holds every later request of
+  the connection behind it, so the broker sees them in the client's order.
 - Backpressure both ways: when one side's write buffer is full, the other side stops reading.
 - A frame the gateway cannot accept (oversized, malformed) closes this connection only, with the
   reason in the log.
@@ -18,14 +23,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Union
 
 from brokerguard._native import FrameError, RequestScanner, ResponseScanner
 from brokerguard.errors import BrokerGuardError, ProtocolError
+from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.session import Session
 
-from . import apis
+from . import apis, authorize
 from .framebuffer import FrameBuffer
+from .login import ClientLogin
+from .protocol import codec
+from .rewrite import request_frame, response_frame
 
 if TYPE_CHECKING:
     from .adapter import KafkaAdapter
@@ -44,35 +55,59 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 
 
 class InFlight:
-    """A request waiting for its response. `local` holds an answer the gateway made itself."""
+    """A request waiting for its response. `local` holds an answer the gateway made itself;
+    `merge` edits the broker's decoded response before it goes back (denied parts, hidden ones)."""
 
-    __slots__ = ("correlation_id", "api_key", "api_version", "local")
+    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge")
 
-    def __init__(self, correlation_id: int, api_key: int, api_version: int, local: bytes | None = None):
+    def __init__(self, correlation_id: int, api_key: int, api_version: int, local: bytes | None = None,
+                 merge: Callable[[dict], None] | None = None):
         self.correlation_id = correlation_id
         self.api_key = api_key
         self.api_version = api_version
         self.local = local
+        self.merge = merge
+
+
+# What handling a request frame comes to: forward it as it is (None), forward these bytes instead
+# (bytes), nothing more to send upstream (DONE), or first wait for this (a coroutine that returns
+# one of the others).
+DONE = object()
+_WAIT = object()  # a frame that arrived while earlier ones wait: it waits behind them
+Outcome = Union[None, bytes, object, Coroutine[Any, Any, Any]]
+# Requests a client may send before it has authenticated; anything else closes the connection.
+BEFORE_AUTHENTICATION = frozenset({apis.API_VERSIONS, apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE})
 
 
 class ClientConnection(asyncio.BufferedProtocol):
-    """The client's side. `node_id` is None on the bootstrap port, else the broker it stands for."""
+    """The client's side. `node_id` is None on the bootstrap port, else the broker it stands for.
+
+    The upstream connection is opened only once the client has authenticated, so a client that
+    cannot log in never makes the gateway reach the broker.
+    """
 
     def __init__(self, adapter: KafkaAdapter, node_id: int | None) -> None:
         self._adapter = adapter
+        self._pipeline = adapter.pipeline
         self._node_id = node_id
         self._buffer = FrameBuffer(CLIENT_BUFFER)
         self._scanner = RequestScanner(adapter.versions.flexible_from, adapter.config.max_frame_bytes)
         self._in_flight: collections.deque[InFlight] = collections.deque()
         self._upstream: UpstreamConnection | None = None
+        self._opening: asyncio.Task | None = None
         self._held: list[bytes | bytearray] = []  # for the upstream, until it is ready
         self._held_bytes = 0
+        # Frames waiting behind one that needs to wait (authentication, unknown topic ids).
+        self._backlog: collections.deque[tuple[bytes, tuple]] = collections.deque()
+        self._working: asyncio.Task | None = None
         self._transport: asyncio.Transport | None = None
         self._closed = False
         self._draining = False
         self._reading_paused = False
         self._idle = asyncio.Event()
+        self._expiry: asyncio.TimerHandle | None = None
         self.session: Session
+        self._login: ClientLogin
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -80,9 +115,33 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._transport = transport  # type: ignore[assignment]
         sock = transport.get_extra_info("sockname")
         self.session = Session(peer=_peer(transport), listener=f"{sock[0]}:{sock[1]}")
+        self.session.close = lambda reason: self.close(reason, level=logging.WARNING)
+        self._login = ClientLogin(self._adapter, self.session, tls=transport.get_extra_info("sslcontext") is not None)
         self._adapter.connections.add(self)
         self._idle.set()
-        self._opening = asyncio.get_running_loop().create_task(self._open_upstream())
+        certificate = transport.get_extra_info("peercert")
+        if certificate:
+            try:
+                identity = self._login.from_certificate(certificate)
+            except AuthenticationFailed as err:
+                self.close(f"client certificate refused: {err.detail}", level=logging.WARNING)
+                return
+            self._authenticated(identity)
+
+    def _authenticated(self, identity: Identity) -> None:
+        first = self.session.identity is None
+        self._pipeline.authenticated(self.session, identity)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self._login.session_expiry
+        if expires is not None:
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, expires - time.time()), self.close,
+                "session expired without re-authentication", logging.INFO)
+        log.info("%s: logged in%s", self.session, "" if first else " again")
+        if first:
+            self._opening = asyncio.get_running_loop().create_task(self._open_upstream())
 
     async def _open_upstream(self) -> None:
         try:
@@ -103,7 +162,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             upstream.transport.writelines(self._held)
         self._held.clear()
         self._held_bytes = 0
-        if self._reading_paused and not self._draining:
+        if self._reading_paused and not self._draining and self._working is None:
             self._resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -116,12 +175,18 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._closed = True
         log.log(level, "%s closed: %s", self.session, reason)
         self._adapter.connections.discard(self)
+        self._pipeline.ended(self.session)
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._transport is not None:
             self._transport.close()
         if self._upstream is not None:
             self._upstream.close()
-        elif not self._opening.done():
+        elif self._opening is not None and not self._opening.done():
             self._opening.cancel()
+        if self._working is not None and self._working is not asyncio.current_task():
+            self._working.cancel()
+        self._backlog.clear()
         self._in_flight.clear()
         self._idle.set()
 
@@ -129,7 +194,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         """Stop reading requests; return once every request already read has its response."""
         self._draining = True
         self._pause_reading()
-        if self._in_flight:
+        if self._in_flight or self._backlog:
             self._idle.clear()
         await self._idle.wait()
         self.close("gateway shutting down")
@@ -152,28 +217,176 @@ class ClientConnection(asyncio.BufferedProtocol):
         buffer.settle(consumed_to, pending)
 
     def _route(self, frames: list, consumed_to: int) -> None:
+        """Handle the complete frames of one read in order. Frames forwarded unchanged are sent as
+        one run of bytes; once a frame must wait, it and every later one wait in the backlog."""
         session = self.session
         session.requests += len(frames)
         session.bytes_in += consumed_to
-        pipeline = self._adapter.pipeline
-        segment = 0
-        for frame_start, frame_end, api_key, api_version, correlation_id, expects_response in frames:
-            operation = apis.operation(api_key)
-            pipeline.decide(session, operation)
-            answer = self._adapter.answer_locally(api_key, api_version, correlation_id)
-            if answer is not None:
-                self._forward(segment, frame_start)
-                segment = frame_end
-                self._in_flight.append(InFlight(correlation_id, api_key, api_version, answer))
-                self._flush_local_answers()
-            elif expects_response:
-                self._in_flight.append(InFlight(correlation_id, api_key, api_version))
+        data = self._buffer.buf
+        segment = 0  # start of the bytes not yet forwarded or dropped
+        for index, frame in enumerate(frames):
+            start, end = frame[0], frame[1]
+            if self._working is not None:
+                outcome: Outcome = _WAIT
+            else:
+                outcome = self._handle(data, frame)
+            if outcome is None:
+                continue
+            self._forward(segment, start)
+            segment = end
+            if self._closed:
+                return
+            if outcome.__class__ is bytes:
+                self._send_upstream(outcome)
+            elif outcome is not DONE:
+                self._wait(None if outcome is _WAIT else outcome, data, frames[index:], consumed_to)
+                return
         self._forward(segment, consumed_to)
+
+    def _handle(self, data: bytearray | bytes, frame: tuple) -> Outcome:
+        start, end, api_key, api_version, correlation_id, expects_response = frame
+        if api_key in BEFORE_AUTHENTICATION:
+            return self._handle_login(data, frame)
+        if self.session.identity is None:
+            name = codec.API_KEYS[api_key].name if api_key in codec.API_KEYS else f"API key {api_key}"
+            self.close(f"{name} request before authentication", level=logging.WARNING)
+            return DONE
+        try:
+            payload = bytes(memoryview(data)[start + 4 : end])
+            header = codec.decode_request_header(payload)
+            # The broker ignores bytes after a request body, and librdkafka 2.x sends some after
+            # Metadata v13: read requests exactly as the broker will.
+            body = codec.decode_request(api_key, api_version, payload, header.body_offset, trailing=True)
+        except codec.DecodeError as err:
+            self.close(f"bad request: {err}", level=logging.WARNING)
+            return DONE
+        if header.client_id != self.session.client_id:
+            self.session.client_id = header.client_id
+            self.session.authenticated(self.session.identity)
+        names = self._adapter.topic_names
+        unknown = {i for i in authorize.topic_ids(api_key, api_version, body) if names.name(i) is None}
+        if unknown:
+            return self._after_resolving(unknown, frame, payload, header, body)
+        return self._authorize(frame, payload, header, body)
+
+    async def _after_resolving(self, unknown: set[bytes], frame: tuple, payload: bytes,
+                               header: codec.RequestHeader, body: dict) -> Outcome:
+        await self._adapter.resolve_topic_ids(unknown)
+        return self._authorize(frame, payload, header, body)
+
+    def _authorize(self, frame: tuple, payload: bytes, header: codec.RequestHeader, body: dict) -> Outcome:
+        _, _, api_key, api_version, correlation_id, expects_response = frame
+        session = self.session
+        plan = authorize.plan(api_key, api_version, body,
+                              lambda action, resource: self._pipeline.decide(session, action, resource),
+                              self._adapter.topic_names)
+        for action, resource, decision in plan.denied:
+            log.info("%s: %s on %s %s refused by %s: %s", session, action, resource.kind,
+                     resource.name, decision.source, decision.reason)
+        if plan.forward is None:
+            if expects_response:
+                self._answer(InFlight(correlation_id, api_key, api_version,
+                                      local=response_frame(correlation_id, api_key, api_version, plan.response)))
+            return DONE
+        if expects_response:
+            self._in_flight.append(InFlight(correlation_id, api_key, api_version, merge=plan.merge))
+        if not plan.changed:
+            return None
+        return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
+
+    def _handle_login(self, data: bytearray | bytes, frame: tuple) -> Outcome:
+        start, end, api_key, api_version, correlation_id, expects_response = frame
+        payload = bytes(memoryview(data)[start + 4 : end])
+        try:
+            if api_key == apis.API_VERSIONS:
+                answer = self._login.api_versions(api_version, correlation_id, payload)
+            elif api_key == apis.SASL_HANDSHAKE:
+                answer = self._login.handshake(api_version, correlation_id, payload)
+            else:
+                return self._authenticate(api_version, correlation_id, payload)
+        except BrokerGuardError as err:
+            self.close(str(err), level=logging.WARNING)
+            return DONE
+        if answer.__class__ is not bytes:
+            return self._answer_later(api_key, api_version, correlation_id, answer)
+        self._answer(InFlight(correlation_id, api_key, api_version, local=answer))
+        if self._login.failed:
+            self.close(self._login.failed, level=logging.WARNING)
+        return DONE
+
+    async def _answer_later(self, api_key: int, api_version: int, correlation_id: int,
+                            answer: Coroutine[Any, Any, bytes]) -> Outcome:
+        try:
+            local = await answer
+        except BrokerGuardError as err:
+            self.close(str(err), level=logging.WARNING)
+            return DONE
+        self._answer(InFlight(correlation_id, api_key, api_version, local=local))
+        return DONE
+
+    async def _authenticate(self, api_version: int, correlation_id: int, payload: bytes) -> Outcome:
+        try:
+            answer, identity = await self._login.authenticate(api_version, correlation_id, payload)
+        except BrokerGuardError as err:
+            self.close(str(err), level=logging.WARNING)
+            return DONE
+        if identity is not None:
+            self._authenticated(identity)
+        self._answer(InFlight(correlation_id, apis.SASL_AUTHENTICATE, api_version, local=answer))
+        if self._login.failed:
+            self.close(self._login.failed, level=logging.WARNING)
+        return DONE
+
+    # -- frames that must wait -----------------------------------------------------------------
+
+    def _wait(self, first: Coroutine | None, data: bytearray, frames: list, consumed_to: int) -> None:
+        """Keep `frames` (copied out of the read buffer) until `first` is done, reading nothing
+        more meanwhile; then handle them in order."""
+        base = frames[0][0]
+        kept = bytes(memoryview(data)[base:consumed_to])
+        for frame in frames:
+            self._backlog.append((kept, (frame[0] - base, frame[1] - base, *frame[2:])))
+        self._idle.clear()
+        self._pause_reading()
+        if self._working is None:
+            self._working = asyncio.get_running_loop().create_task(self._work(first))
+
+    async def _work(self, first: Coroutine | None) -> None:
+        try:
+            backlog = self._backlog
+            pending = first
+            while backlog and not self._closed:
+                data, frame = backlog[0]
+                outcome = pending if pending is not None else self._handle(data, frame)
+                pending = None
+                if outcome is not None and outcome is not DONE and outcome.__class__ is not bytes:
+                    outcome = await outcome
+                if self._closed:
+                    return
+                backlog.popleft()
+                if outcome is None:
+                    self._send_upstream(data[frame[0] : frame[1]])
+                elif outcome.__class__ is bytes:
+                    self._send_upstream(outcome)
+        except Exception:
+            log.exception("%s: internal error while handling a request", self.session)
+            self.close("internal error")
+            return
+        finally:
+            self._working = None
+        if not self._in_flight:
+            self._idle.set()
+        if not self._draining and self._held_bytes <= MAX_HELD_BYTES:
+            self._resume_reading()
+
+    # -- sending -------------------------------------------------------------------------------
 
     def _forward(self, start: int, end: int) -> None:
         if start == end:
             return
-        data = self._buffer.take(start, end)
+        self._send_upstream(self._buffer.take(start, end))
+
+    def _send_upstream(self, data: bytes | bytearray) -> None:
         if self._upstream is not None:
             self._upstream.transport.write(data)
             return
@@ -182,12 +395,25 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self._held_bytes > MAX_HELD_BYTES:
             self._pause_reading()
 
+    def _answer(self, request: InFlight) -> None:
+        """Queue an answer the gateway made itself; it leaves when every earlier response has."""
+        self._in_flight.append(request)
+        in_flight = self._in_flight
+        out = []
+        while in_flight and in_flight[0].local is not None:
+            out.append(in_flight.popleft().local)
+        if out and not self._closed:
+            self._transport.writelines(out)
+        if not in_flight and not self._backlog:
+            self._idle.set()
+
     # -- responses: upstream -> client ---------------------------------------------------------
 
     def deliver(self, frames: list, consumed_to: int, source: UpstreamConnection) -> None:
         """Called by the upstream side with the complete response frames of one read."""
         in_flight = self._in_flight
-        rewriter = self._adapter.rewriter
+        adapter = self._adapter
+        decoded = adapter.decoded_responses
         out: list = []
         segment = 0
         for frame_start, frame_end, correlation_id in frames:
@@ -197,9 +423,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             if request.correlation_id != correlation_id:
                 raise ProtocolError(
                     source.peer, f"response {correlation_id} out of order: expected {request.correlation_id}")
-            if request.api_key in rewriter.apis:
-                rewritten = rewriter.response(request.api_key, request.api_version,
-                                              source.frame(frame_start, frame_end))
+            if request.merge is not None or request.api_key in decoded:
+                rewritten = adapter.rewriter.response(request.api_key, request.api_version,
+                                                      source.frame(frame_start, frame_end), request.merge)
                 out.append(source.take(segment, frame_start))
                 out.append(rewritten)
                 segment = frame_end
@@ -212,17 +438,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         out = [chunk for chunk in out if chunk]
         self.session.bytes_out += sum(map(len, out))
         self._transport.writelines(out)
-        if not in_flight:
-            self._idle.set()
-
-    def _flush_local_answers(self) -> None:
-        in_flight = self._in_flight
-        out = []
-        while in_flight and in_flight[0].local is not None:
-            out.append(in_flight.popleft().local)
-        if out:
-            self._transport.writelines(out)
-        if not in_flight:
+        if not in_flight and not self._backlog:
             self._idle.set()
 
     # -- flow control --------------------------------------------------------------------------
@@ -249,7 +465,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._pause_reading()
 
     def upstream_resumed_writing(self) -> None:
-        if not self._draining and self._held_bytes <= MAX_HELD_BYTES:
+        if not self._draining and self._held_bytes <= MAX_HELD_BYTES and self._working is None:
             self._resume_reading()
 
 

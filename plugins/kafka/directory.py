@@ -1,6 +1,6 @@
 """Where each broker really is, by node id: learned from the Metadata, FindCoordinator and
 DescribeCluster responses that pass through, and asked of the cluster when a client reaches a
-broker port this worker has not seen yet."""
+broker port this worker has not seen yet, or names a topic id it has not seen yet."""
 
 from __future__ import annotations
 
@@ -28,19 +28,24 @@ class BrokerDirectory:
 
     async def address(self, node_id: int) -> tuple[str, int]:
         if node_id not in self._nodes:
-            if self._refreshing is None or self._refreshing.done():
-                self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
-            await asyncio.shield(self._refreshing)
+            await self.refresh()
         try:
             return self._nodes[node_id]
         except KeyError:
             raise UpstreamError(f"node {node_id}", "no such broker in the cluster metadata") from None
 
+    async def refresh(self) -> None:
+        """Ask the cluster for its brokers and topics; concurrent callers share one request."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh())
+        await asyncio.shield(self._refreshing)
+
     async def _refresh(self) -> None:
         upstream = await self._adapter.open_upstream(None)
         try:
-            body = await self._adapter.request(upstream, apis.METADATA, METADATA_VERSION, {"topics": []})
+            body = await self._adapter.request(upstream, apis.METADATA, METADATA_VERSION, {"topics": None})
         finally:
             upstream.close()
         for broker in body["brokers"]:
             self.learn(broker["node_id"], broker["host"], broker["port"])
+        self._adapter.topic_names.learn(apis.METADATA, body)

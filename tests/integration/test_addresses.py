@@ -1,9 +1,11 @@
 """The Kafka wire through the gateway, spoken by hand: clients only ever learn gateway addresses,
-the gateway offers only versions it can parse, and responses keep the order of requests.
+the gateway offers only versions it can parse, offers its own SASL login, and responses keep the
+order of requests.
 
 Requests are built with the gateway's own codec and sent over plain sockets, for every version
 the gateway offers (taken from its own ApiVersions answer), so nothing depends on what some client
-library happens to send.
+library happens to send. Every connection to the gateway logs in first (SaslHandshake and
+SaslAuthenticate, as clients do) unless the test is about what happens before login.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ import uuid
 import confluent_kafka
 import pytest
 
+from brokerguard.plugins.kafka import authorize
 from brokerguard.plugins.kafka.protocol import codec
 from devstack.kafka import api_versions
+from harness import TESTER, User, auth, connect, login
 
 pytestmark = pytest.mark.kafka
 
 PRODUCE, FETCH, METADATA, FIND_COORDINATOR = 0, 1, 3, 10
 SASL_HANDSHAKE, API_VERSIONS, CREATE_TOPICS, SASL_AUTHENTICATE, DESCRIBE_CLUSTER = 17, 18, 19, 36, 60
 UNSUPPORTED_SASL_MECHANISM, UNSUPPORTED_VERSION = 33, 35
+# What the gateway offers on a plain listener with only a credentials file: PLAIN needs TLS.
+GATEWAY_MECHANISMS = {"SCRAM-SHA-512", "SCRAM-SHA-256"}
 # Answers a broker gives while it is still creating __consumer_offsets / __transaction_state.
 COORDINATOR_LOADING = {14, 15}  # COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE
 CLIENT_ID = "address-tests"
@@ -77,10 +83,11 @@ def read_response(sock: socket.socket, api_key: int, version: int) -> tuple[int,
 
 
 class Wire:
-    """One client connection speaking raw Kafka requests, one at a time."""
+    """One client connection speaking raw Kafka requests, one at a time; logged in as `user`
+    first (None: not logged in, as for the broker's own plain listener)."""
 
-    def __init__(self, address: str) -> None:
-        self.sock = socket.create_connection(_split(address), timeout=TIMEOUT)
+    def __init__(self, address: str, user: User | None = TESTER) -> None:
+        self.sock = connect(address, user, timeout=TIMEOUT)
         self._next = 0
 
     def request(self, api_key: int, version: int, body: dict) -> dict:
@@ -100,9 +107,9 @@ class Wire:
         self.close()
 
 
-def send_request(address: str, api_key: int, version: int, body: dict) -> dict:
-    """One request on a fresh connection; the decoded response body."""
-    with Wire(address) as wire:
+def send_request(address: str, api_key: int, version: int, body: dict, user: User | None = TESTER) -> dict:
+    """One request on a fresh connection, logged in as `user` first; the decoded response body."""
+    with Wire(address, user) as wire:
         return wire.request(api_key, version, body)
 
 
@@ -197,7 +204,7 @@ def test_metadata_every_version_announces_only_gateway_addresses(gateway, wire, 
 def test_the_broker_itself_announces_other_addresses(gateway, kafka):
     # Without this, the rewriting tests above would pass against a broker that happened to
     # advertise the gateway's ports.
-    response = send_request(kafka.bootstrap, METADATA, 12, {"topics": None})
+    response = send_request(kafka.bootstrap, METADATA, 12, {"topics": None}, user=None)
     ports = {broker["port"] for broker in response["brokers"]}
     assert ports and not ports & gateway.gateway_ports()
 
@@ -250,9 +257,17 @@ def test_broker_ports_reach_the_broker_they_stand_for(gateway, wire):
 
 # --------------------------------------------------------------------------- API versions
 
-def test_api_versions_offers_only_what_both_sides_parse(kafka, wire, offered):
+LOGIN_APIS = {API_VERSIONS, SASL_HANDSHAKE, SASL_AUTHENTICATE}
+
+
+def test_api_versions_offers_only_what_both_sides_parse(gateway, kafka, wire, offered):
+    # The gateway answers ApiVersions itself, before login as after: the versions both it and the
+    # broker speak, for the APIs it can authorize, plus its own login (SaslHandshake v1 only:
+    # v0 would be followed by raw SASL bytes outside Kafka framing).
     broker = api_versions(*_split(kafka.bootstrap))
-    assert SASL_HANDSHAKE in broker and SASL_AUTHENTICATE in broker  # hidden by the gateway, not absent
+    with Wire(gateway.bootstrap, user=None) as before_login:
+        unauthenticated = before_login.request(API_VERSIONS, 3, SOFTWARE)
+    assert {e["api_key"]: (e["min_version"], e["max_version"]) for e in unauthenticated["api_keys"]} == offered
     for version in range(offered[API_VERSIONS][0], offered[API_VERSIONS][1] + 1):
         response = wire.request(API_VERSIONS, version, SOFTWARE if version >= 3 else {})
         assert response["error_code"] == 0
@@ -266,23 +281,30 @@ def test_api_versions_offers_only_what_both_sides_parse(kafka, wire, offered):
             assert broker[key][0] <= low <= high <= broker[key][1], (
                 f"{spec.name}: {low}-{high} offered, the broker has {broker[key]}")
             assert spec.min_version <= low <= high <= spec.max_version
+            assert key in LOGIN_APIS or key in authorize.SUPPORTED, (
+                f"{spec.name} offered, but the gateway cannot authorize it")
         assert seen[PRODUCE][1] == 9 and seen[FETCH][1] == 15
-        assert SASL_HANDSHAKE not in seen and SASL_AUTHENTICATE not in seen
-        # Nothing both sides speak is left out.
+        assert seen[SASL_HANDSHAKE] == (0, 1)
+        assert SASL_AUTHENTICATE in seen
+        # Nothing both sides speak and the gateway authorizes is left out.
         for key, (low, high) in broker.items():
             spec = codec.API_KEYS.get(key)
-            if spec is None or key in (SASL_HANDSHAKE, SASL_AUTHENTICATE):
+            if spec is None or not (key in LOGIN_APIS or key in authorize.SUPPORTED):
                 continue
+            if key == SASL_HANDSHAKE:
+                low = max(low, 1)
             if max(low, spec.min_version) <= min(high, spec.max_version):
                 assert key in seen, f"{spec.name} is spoken by broker and gateway but not offered"
 
 
 def test_api_versions_newer_than_the_gateway_gets_unsupported_version(gateway, offered):
-    codec_max = codec.API_KEYS[API_VERSIONS].max_version
-    # Just above what is offered (the broker's answer, rewritten), just above what the codec
-    # parses (the gateway's own answer), and far above.
-    for version in sorted({offered[API_VERSIONS][1] + 1, codec_max + 1, 0x7FFF}):
-        with socket.create_connection(_split(gateway.bootstrap), timeout=TIMEOUT) as sock:
+    # Before login, as a client asks: the gateway answers ApiVersions itself, in every version its
+    # codec parses.
+    parsed_max = codec.API_KEYS[API_VERSIONS].max_version
+    assert offered[API_VERSIONS][1] <= parsed_max
+    # Just above what the gateway parses, and far above.
+    for version in sorted({parsed_max + 1, 0x7FFF}):
+        with connect(gateway.bootstrap, user=None, timeout=TIMEOUT) as sock:
             sock.sendall(request_frame(API_VERSIONS, version, 77, SOFTWARE, body_version=3))
             correlation_id, response = read_response(sock, API_VERSIONS, 0)
             assert correlation_id == 77
@@ -296,13 +318,42 @@ def test_api_versions_newer_than_the_gateway_gets_unsupported_version(gateway, o
             assert correlation_id == 78 and retried["error_code"] == 0
 
 
-def test_sasl_handshake_is_refused_by_the_gateway(gateway):
-    for version in (0, 1):
-        with Wire(gateway.bootstrap) as wire:
-            response = wire.request(SASL_HANDSHAKE, version, {"mechanism": "PLAIN"})
-            assert response == {"error_code": UNSUPPORTED_SASL_MECHANISM, "mechanisms": []}
-            # Refusing client SASL does not end the connection.
-            assert wire.request(METADATA, 12, {"topics": None})["brokers"]
+def closed(sock: socket.socket) -> bool:
+    """Whether the peer has closed `sock` (waits up to the socket's timeout for it)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_sasl_handshake_offers_the_gateways_own_mechanisms(gateway):
+    # The gateway, not the broker, authenticates clients: it names its own mechanisms (from the
+    # credentials file: SCRAM; PLAIN only over TLS), whatever the broker's listener enables.
+    with Wire(gateway.bootstrap, user=None) as wire:
+        response = wire.request(SASL_HANDSHAKE, 1, {"mechanism": "SCRAM-SHA-512"})
+        assert response["error_code"] == 0, response
+        assert set(response["mechanisms"]) == GATEWAY_MECHANISMS
+    for mechanism in ("PLAIN", "GSSAPI", "OAUTHBEARER"):
+        with Wire(gateway.bootstrap, user=None) as wire:
+            response = wire.request(SASL_HANDSHAKE, 1, {"mechanism": mechanism})
+            assert response["error_code"] == UNSUPPORTED_SASL_MECHANISM, (mechanism, response)
+            assert set(response["mechanisms"]) == GATEWAY_MECHANISMS
+            # A client that cannot log in has nothing more to ask: the gateway closes.
+            assert closed(wire.sock), f"the connection stayed open after refusing {mechanism}"
+    # v0 (raw SASL bytes after it) is refused the same way.
+    with Wire(gateway.bootstrap, user=None) as wire:
+        response = wire.request(SASL_HANDSHAKE, 0, {"mechanism": "SCRAM-SHA-512"})
+        assert response["error_code"] == UNSUPPORTED_VERSION, response
+        assert closed(wire.sock)
+
+
+def test_each_mechanism_logs_in(gateway):
+    for mechanism in sorted(GATEWAY_MECHANISMS):
+        with connect(gateway.bootstrap, user=None, timeout=TIMEOUT) as sock:
+            login(sock, TESTER, mechanism)
+            sock.sendall(request_frame(METADATA, 12, 9, {"topics": None}))
+            correlation_id, response = read_response(sock, METADATA, 12)
+            assert correlation_id == 9 and response["brokers"], mechanism
 
 
 # --------------------------------------------------------------------------- ordering
@@ -311,7 +362,7 @@ def test_pipelined_requests_are_answered_in_request_order(gateway, offered, topi
     seed = int(os.environ.get("BROKERGUARD_TEST_SEED") or random.randrange(2**32))
     print(f"seed {seed} (set BROKERGUARD_TEST_SEED to replay)")
     rng = random.Random(seed)
-    too_new = offered[API_VERSIONS][1] + 1
+    too_new = codec.API_KEYS[API_VERSIONS].max_version + 1
     kinds = [
         (METADATA, offered[METADATA][1], {"topics": [{"name": topic}]}),
         (METADATA, 1, {"topics": None}),
@@ -321,18 +372,18 @@ def test_pipelined_requests_are_answered_in_request_order(gateway, offered, topi
         (FIND_COORDINATOR, 3, {"key": "g3", "key_type": 0}),
         (DESCRIBE_CLUSTER, offered[DESCRIBE_CLUSTER][1], {}),
     ]
-    plan = [kinds[i % len(kinds)] for i in range(48)]
+    plan = [kinds[i % len(kinds)] for i in range(49)]
     rng.shuffle(plan)
-    # Answers the gateway makes itself must wait for their turn behind forwarded ones.
+    # Answers the gateway makes itself (every ApiVersions, this one an error) must wait for their
+    # turn behind forwarded ones.
     local_api_versions = (API_VERSIONS, too_new, SOFTWARE)
-    plan.insert(rng.randrange(1, 48), local_api_versions)
-    plan.insert(rng.randrange(1, 49), (SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"}))
+    plan.insert(rng.randrange(1, 49), local_api_versions)
     assert len(plan) == 50
     correlation_ids = rng.sample(range(-2**31, 2**31), len(plan))
     frames = b"".join(
         request_frame(entry[0], entry[1], cid, entry[2], body_version=3 if entry is local_api_versions else None)
         for entry, cid in zip(plan, correlation_ids))
-    with socket.create_connection(_split(gateway.bootstrap), timeout=TIMEOUT) as sock:
+    with connect(gateway.bootstrap, timeout=TIMEOUT) as sock:
         sock.sendall(frames)  # one write, so the gateway reads many frames at once
         answered = []
         for entry, expected_id in zip(plan, correlation_ids):
@@ -344,8 +395,8 @@ def test_pipelined_requests_are_answered_in_request_order(gateway, offered, topi
             _, response = decode(payload, key, 0 if entry is local_api_versions else version)
             if entry is local_api_versions:
                 assert response["error_code"] == UNSUPPORTED_VERSION
-            elif key == SASL_HANDSHAKE:
-                assert response["error_code"] == UNSUPPORTED_SASL_MECHANISM
+            elif key == API_VERSIONS:
+                assert response["error_code"] == 0 and response["api_keys"]
             elif key in (METADATA, DESCRIBE_CLUSTER):
                 assert response["brokers"]
                 assert all(b["port"] in gateway.gateway_ports() for b in response["brokers"])
@@ -415,7 +466,7 @@ def test_produce_acks_0_gets_no_response_and_does_not_block_the_next(gateway, wi
                "topic_data": [{"name": topic, "partition_data": [{"index": 0, "records": batch}]}]}
     metadata = {"topics": [{"name": topic}]}
     host = _split(gateway.bootstrap)[0]
-    with socket.create_connection((host, gateway.broker_ports_first + leader), timeout=TIMEOUT) as sock:
+    with connect(f"{host}:{gateway.broker_ports_first + leader}", timeout=TIMEOUT) as sock:
         sock.sendall(request_frame(PRODUCE, 9, 500, produce) + request_frame(METADATA, 12, 501, metadata))
         correlation_id, response = read_response(sock, METADATA, 12)
         assert correlation_id == 501, "the first response is not the Metadata one"
@@ -427,7 +478,7 @@ def test_produce_acks_0_gets_no_response_and_does_not_block_the_next(gateway, wi
 
     consumer = confluent_kafka.Consumer({
         "bootstrap.servers": gateway.bootstrap, "group.id": f"acks0-{topic}",
-        "enable.auto.commit": False, "enable.partition.eof": True})
+        "enable.auto.commit": False, "enable.partition.eof": True, **auth("confluent")})
     try:
         consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
         deadline = time.monotonic() + TIMEOUT

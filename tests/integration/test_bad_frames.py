@@ -2,7 +2,9 @@
 
 Whatever a client sends, only that client's connection may suffer: the gateway closes it with the
 reason in its log (or, for an incomplete frame, waits for the rest), stays up, and a healthy
-producer connected before the attack keeps every record it was acknowledged.
+producer connected before the attack keeps every record it was acknowledged. Frames are checked
+before anything else, so the same holds for a client that has not logged in (whose complete
+frames other than the login's own close its connection) as for one that has.
 
 Random cases come from hypothesis: a failure prints a `@reproduce_failure` blob, and
 `pytest --hypothesis-seed=N` replays a run.
@@ -21,8 +23,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from brokerguard._native.frames_py import FrameError, RequestScanner
+from brokerguard.plugins.kafka import authorize
 from brokerguard.plugins.kafka.rewrite import Versions
-from harness import Gateway, read_response, request_frame
+from harness import MECHANISM, TESTER, Gateway, User, auth, connect, read_response, request_frame
 
 pytestmark = pytest.mark.kafka
 
@@ -30,7 +33,7 @@ LIMIT = 65536
 PRODUCE, METADATA, API_VERSIONS = 0, 3, 18
 # The pure-Python twin of the gateway's scanner, configured like the gateway: it says which
 # error (if any) the gateway must report for a given byte string.
-ORACLE = RequestScanner(Versions().flexible_from, LIMIT)
+ORACLE = RequestScanner(Versions(authorize.SUPPORTED).flexible_from, LIMIT)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,7 @@ class Healthy:
         self.gateway = gateway
         self.topic = f"robust-healthy-{uuid.uuid4().hex[:8]}"
         self.producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, acks="all", linger_ms=0,
-                                      retries=0, request_timeout_ms=10000)
+                                      retries=0, request_timeout_ms=10000, **auth())
         self.acknowledged: list[bytes] = []
         self.produce()
         # Every connection opened from here on that closes must be one of the attackers'.
@@ -68,7 +71,7 @@ class Healthy:
         strangers = [line for line in closed if _port_of(line) not in attack_ports]
         assert not strangers, "connections other than the attackers' were closed:\n" + "\n".join(strangers)
         consumer = KafkaConsumer(bootstrap_servers=self.gateway.bootstrap, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", consumer_timeout_ms=15000)
+                                 auto_offset_reset="earliest", consumer_timeout_ms=15000, **auth())
         try:
             consumer.assign([TopicPartition(self.topic, 0)])
             seen = []
@@ -88,13 +91,13 @@ def _port_of(log_line: str) -> int | None:
 
 def expected_outcome(data: bytes) -> tuple[str, str | None]:
     """("rejected", reason) when the gateway must refuse the first frame; ("pending", None) when
-    no frame is complete yet; ("forwarded", None) when some frame reaches the broker, whose
-    answer (a response or a close) the broker decides."""
+    no frame is complete yet; ("forwarded", None) when some frame is handled as a request, whose
+    answer (a response or a close) the gateway or the broker decides."""
     try:
         frames, _, _ = ORACLE.scan(data, 0, len(data))
     except FrameError as err:
-        # An error after a complete good frame may come after that frame was forwarded
-        # (TCP may deliver them in separate reads), so the broker may act first.
+        # An error after a complete good frame may come after that frame was handled (TCP may
+        # deliver them in separate reads), so the request's own outcome may come first.
         if len(data) >= 4:
             first_end = 4 + int.from_bytes(data[:4], "big", signed=True)
             if 12 <= first_end <= len(data):
@@ -130,13 +133,20 @@ def still_open(sock: socket.socket) -> bool:
         sock.setblocking(True)
 
 
-def attack(gateway: Gateway, healthy: Healthy, data: bytes) -> int:
-    """Send `data` on a fresh connection and check what the gateway did; the client port."""
+def session_closed(port: int, user: User | None) -> str:
+    """How the log line of the gateway closing the connection from `port` begins."""
+    who = "" if user is None else f" as {user.name} ({MECHANISM})"
+    return f"from 127.0.0.1:{port}{who} closed: "
+
+
+def attack(gateway: Gateway, healthy: Healthy, data: bytes, user: User | None = TESTER) -> int:
+    """Send `data` on a fresh connection, logged in as `user` first (None: not logged in), and
+    check what the gateway did; the client port."""
     outcome, reason = expected_outcome(data)
     log_from = len(gateway.log())
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=15)
+    sock = connect(f"127.0.0.1:{gateway.port}", user, timeout=15)
     port = sock.getsockname()[1]
-    me = f"from 127.0.0.1:{port} closed: "
+    me = session_closed(port, user)
     try:
         try:
             sock.sendall(data)
@@ -205,7 +215,8 @@ good_then_bad = st.builds(lambda request, tail: request + tail, st.sampled_from(
 attacks = st.one_of(random_bytes, bad_size, malformed_header, short_produce, truncated, good_then_bad)
 
 
-def test_bad_frames_close_only_the_offending_connection(small_gateway):
+@pytest.mark.parametrize("user", [None, TESTER], ids=["before-login", "logged-in"])
+def test_bad_frames_close_only_the_offending_connection(small_gateway, user):
     healthy = Healthy(small_gateway)
     attack_ports: set[int] = set()
 
@@ -221,7 +232,7 @@ def test_bad_frames_close_only_the_offending_connection(small_gateway):
     @example(GOOD_REQUESTS[1][:-5])  # truncated, then closed
     @example(b"\0\0")
     def run(data: bytes) -> None:
-        attack_ports.add(attack(small_gateway, healthy, data))
+        attack_ports.add(attack(small_gateway, healthy, data, user))
 
     run()
     healthy.check(attack_ports)
@@ -261,7 +272,7 @@ def produce_request(size: int, topic: str) -> bytes:
 def test_oversized_produce_closes_that_client_only(small_gateway):
     healthy = Healthy(small_gateway)
     request = produce_request(70_000, f"robust-oversize-{uuid.uuid4().hex[:8]}")
-    with socket.create_connection(("127.0.0.1", small_gateway.port), timeout=15) as sock:
+    with connect(f"127.0.0.1:{small_gateway.port}", timeout=15) as sock:
         port = sock.getsockname()[1]
         try:
             sock.sendall(request)
@@ -269,12 +280,12 @@ def test_oversized_produce_closes_that_client_only(small_gateway):
             pass
         wait_closed_by_gateway(sock)
     small_gateway.wait_for_log(
-        f"from 127.0.0.1:{port} closed: bad request frame: frame size {len(request) - 4} "
+        f"{session_closed(port, TESTER)}bad request frame: frame size {len(request) - 4} "
         f"exceeds the limit of {LIMIT} bytes")
     assert small_gateway.process.poll() is None
     healthy.check({port})
     # A Produce within the limit, sent the same way, is taken.
-    with socket.create_connection(("127.0.0.1", small_gateway.port), timeout=15) as sock:
+    with connect(f"127.0.0.1:{small_gateway.port}", timeout=15) as sock:
         sock.sendall(produce_request(60_000, healthy.topic))
         correlation_id, response = read_response(sock, PRODUCE, 9)
     assert correlation_id == 1

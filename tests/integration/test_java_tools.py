@@ -1,7 +1,9 @@
 """Kafka's own Java tools through the gateway: topics admin, console producer with every codec,
 console consumer in a group, and the group's offsets as kafka-consumer-groups shows them.
 
-Every JVM costs seconds on a shared machine, so the file makes about a dozen tool runs.
+Every tool logs in to the gateway with a client properties file (`--command-config`, the name
+every Kafka 4.x tool takes). Every JVM costs seconds on a shared machine, so the file makes about
+a dozen tool runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from devstack.kafka import java_tool
+from harness import auth, java_client_properties
 
 pytestmark = pytest.mark.kafka
 
@@ -34,9 +37,16 @@ def tool(main_class: str, *args, input: str | None = None) -> str:
     return proc.stdout
 
 
-def test_topic_command(gateway):
+@pytest.fixture(scope="module")
+def login(tmp_path_factory) -> tuple[str, str]:
+    """The tools' arguments for logging in to the gateway."""
+    properties = java_client_properties(tmp_path_factory.mktemp("java-tools") / "client.properties")
+    return ("--command-config", str(properties))
+
+
+def test_topic_command(gateway, login):
     topic = f"java-topics-{uuid.uuid4().hex[:8]}"
-    server = ("--bootstrap-server", gateway.bootstrap)
+    server = ("--bootstrap-server", gateway.bootstrap, *login)
     tool(TOPICS, *server, "--create", "--topic", topic, "--partitions", "3", "--replication-factor", "1")
     assert topic in tool(TOPICS, *server, "--list").split()
 
@@ -48,7 +58,7 @@ def test_topic_command(gateway):
 
     tool(TOPICS, *server, "--delete", "--topic", topic)
     # Deletion is asynchronous in the broker; the name leaves the listing once the controller is done.
-    admin = AdminClient({"bootstrap.servers": gateway.bootstrap})
+    admin = AdminClient({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     deadline = time.monotonic() + TIMEOUT
     while topic in admin.list_topics(timeout=TIMEOUT).topics:
         assert time.monotonic() < deadline, f"{topic} still listed {TIMEOUT} s after --delete"
@@ -62,14 +72,14 @@ def records(codec: str) -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def produced(gateway):
+def produced(gateway, login):
     """A one-partition topic (so the consumer's order is the producers' order) holding every
     codec's records, each produced by its own ConsoleProducer run with that compression."""
     topic = f"java-console-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": gateway.bootstrap})
+    admin = AdminClient({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(TIMEOUT)
     for codec in CODECS:
-        tool(PRODUCER, "--bootstrap-server", gateway.bootstrap, "--topic", topic, "--compression-codec", codec,
+        tool(PRODUCER, "--bootstrap-server", gateway.bootstrap, *login, "--topic", topic, "--compression-codec", codec,
              "--reader-property", "parse.key=true", "--reader-property", "parse.headers=true",
              input="".join(f"{h}\t{k}\t{v}\n" for h, k, v in records(codec)))
     return topic
@@ -91,8 +101,8 @@ def group():
 
 
 @pytest.fixture(scope="module")
-def consumed(gateway, produced, group) -> str:
-    return tool(CONSUMER, "--bootstrap-server", gateway.bootstrap, "--topic", produced, "--group", group,
+def consumed(gateway, login, produced, group) -> str:
+    return tool(CONSUMER, "--bootstrap-server", gateway.bootstrap, *login, "--topic", produced, "--group", group,
                 "--from-beginning", "--max-messages", str(PER_CODEC * len(CODECS)), "--timeout-ms", "60000",
                 "--formatter-property", "print.key=true", "--formatter-property", "print.headers=true",
                 "--formatter-property", "print.timestamp=true", "--formatter-property", "print.offset=true")
@@ -106,8 +116,8 @@ def test_console_producer_and_consumer(kafka, produced, consumed):
     assert consumed == expected
 
 
-def test_consumer_group_describe(gateway, produced, group, consumed):
-    described = tool(GROUPS, "--bootstrap-server", gateway.bootstrap, "--describe", "--group", group)
+def test_consumer_group_describe(gateway, login, produced, group, consumed):
+    described = tool(GROUPS, "--bootstrap-server", gateway.bootstrap, *login, "--describe", "--group", group)
     rows = [line.split() for line in described.splitlines() if line.startswith(group)]
     assert len(rows) == 1, described
     header = next(line.split() for line in described.splitlines() if line.startswith("GROUP"))

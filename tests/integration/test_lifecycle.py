@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from harness import Gateway, produce_and_consume, call, partition_leader, read_response, request_frame
+from harness import Gateway, call, connect, partition_leader, produce_and_consume, read_response, request_frame
 
 pytestmark = pytest.mark.kafka
 
@@ -42,11 +42,6 @@ def leader_of(gateway: Gateway, topic: str) -> str:
             time.sleep(0.1)
 
 
-def connect(address: str, timeout: float = 15) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    return socket.create_connection((host, int(port)), timeout=timeout)
-
-
 def fetch_request(topic: str, correlation_id: int, max_wait_ms: int) -> bytes:
     return request_frame(FETCH, 12, {
         "replica_id": -1, "max_wait_ms": max_wait_ms, "min_bytes": 1, "max_bytes": 1 << 20,
@@ -62,7 +57,7 @@ def test_sigterm_answers_held_requests_then_exits_cleanly(own_gateway):
     leader = leader_of(gateway, topic)
     assert leader.startswith("127.0.0.1:") and int(leader.rsplit(":", 1)[1]) in gateway.gateway_ports()
 
-    sock = connect(leader)
+    sock = connect(leader, timeout=15)  # logged in
     # One write, so the gateway reads both frames together: once ApiVersions is answered, the
     # Fetch (held by the broker: the partition is empty) is in flight.
     sock.sendall(request_frame(API_VERSIONS, 3, API_VERSIONS_BODY, correlation_id=1)
@@ -131,7 +126,7 @@ def api_versions_burst(gateway: Gateway, count: int) -> None:
 
 def serving_workers(gateway: Gateway, log_from: int, count: int) -> set[int]:
     """Worker pids that logged the end of the last `count` client connections."""
-    pattern = re.compile(r"\[(\d+)\] brokerguard\.kafka: session \w+ from \S+ closed: client closed")
+    pattern = re.compile(r"\[(\d+)\] brokerguard\.kafka: session \w+ from \S+(?: as .+?)? closed: client closed")
     deadline = time.monotonic() + 15
     while True:
         pids = pattern.findall(gateway.log()[log_from:])

@@ -1,9 +1,10 @@
 """aiokafka, kafka-python and confluent-kafka (librdkafka) through the gateway.
 
-Every client is given only `gateway.bootstrap`. What it writes is read back twice, through the
-gateway and straight from the broker's PLAINTEXT listener, and the two must be identical to what
-was produced: the gateway relays records byte for byte and must only ever hand out its own
-addresses.
+Every client is given only `gateway.bootstrap` and logs in to the gateway (SASL SCRAM, as
+`harness.auth` configures each library). What it writes is read back twice, through the gateway
+and straight from the broker's PLAINTEXT listener (without logging in), and the two must be
+identical to what was produced: the gateway relays records byte for byte and must only ever hand
+out its own addresses.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTP
 from kafka.admin import ConfigResource as KpConfigResource, ConfigResourceType as KpResType, KafkaAdminClient
 
 from brokerguard.plugins.kafka.protocol import codec
+from harness import auth
 
 pytestmark = pytest.mark.kafka
 
@@ -188,15 +190,15 @@ async def _aio_produce(bootstrap, topic, records, **options) -> int:
         await producer.stop()
 
 
-def consume(client: str, bootstrap: str, topic: str, count: int, partition: int = 0) -> list[tuple]:
+def consume(client: str, bootstrap: str, topic: str, count: int, partition: int = 0, **options) -> list[tuple]:
     """The first `count` records of one partition, read with no group, normalized."""
     deadline = time.monotonic() + TIMEOUT
     if client == "aiokafka":
-        return asyncio.run(_aio_consume(bootstrap, topic, count, partition, deadline))
+        return asyncio.run(_aio_consume(bootstrap, topic, count, partition, deadline, **options))
     out = []
     if client == "kafka-python":
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                                 auto_offset_reset="earliest")
+                                 auto_offset_reset="earliest", **options)
         try:
             consumer.assign([KpTP(topic, partition)])
             while len(out) < count and time.monotonic() < deadline:
@@ -206,7 +208,7 @@ def consume(client: str, bootstrap: str, topic: str, count: int, partition: int 
             consumer.close()
         return out
     consumer = CfConsumer({"bootstrap.servers": bootstrap, "group.id": unique("assign-only"),
-                           "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+                           "enable.auto.commit": False, "auto.offset.reset": "earliest", **options})
     try:
         consumer.assign([CfTP(topic, partition, 0)])
         while len(out) < count and time.monotonic() < deadline:
@@ -218,8 +220,9 @@ def consume(client: str, bootstrap: str, topic: str, count: int, partition: int 
     return out
 
 
-async def _aio_consume(bootstrap, topic, count, partition, deadline) -> list[tuple]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+async def _aio_consume(bootstrap, topic, count, partition, deadline, **options) -> list[tuple]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                **options)
     await consumer.start()
     out = []
     try:
@@ -239,7 +242,7 @@ def codec_option(client: str, name: str) -> dict:
 
 
 def create_topic(gateway, topic: str, partitions: int = 1, config: dict | None = None) -> None:
-    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap})
+    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     futures = admin.create_topics([CfNewTopic(topic, partitions, 1, config=config or {})], operation_timeout=TIMEOUT)
     futures[topic].result(TIMEOUT)
 
@@ -262,7 +265,7 @@ def _eventually(check, what: str, timeout: float = TIMEOUT):
 def test_admin_aiokafka(gateway):
     async def run():
         names = [unique("adm-aio"), unique("adm-aio")]
-        admin = AIOKafkaAdminClient(bootstrap_servers=gateway.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=gateway.bootstrap, **auth("aiokafka"))
         await admin.start()
         try:
             created = await admin.create_topics(
@@ -294,7 +297,7 @@ def test_admin_aiokafka(gateway):
 
 def test_admin_kafka_python(gateway):
     names = [unique("adm-kp"), unique("adm-kp")]
-    admin = KafkaAdminClient(bootstrap_servers=gateway.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=gateway.bootstrap, **auth())
     try:
         created = admin.create_topics(
             {n: {"num_partitions": 3, "replication_factor": 1, "configs": TOPIC_CONFIG} for n in names},
@@ -322,7 +325,7 @@ def test_admin_kafka_python(gateway):
 
 def test_admin_confluent(gateway, kafka):
     names = [unique("adm-cf"), unique("adm-cf")]
-    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap})
+    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     futures = admin.create_topics([CfNewTopic(n, 3, 1, config=TOPIC_CONFIG) for n in names], operation_timeout=TIMEOUT)
     for future in futures.values():
         assert future.result(TIMEOUT) is None
@@ -355,8 +358,8 @@ def test_records_survive_the_gateway(gateway, kafka, client, compression):
     records = sample_records(seed=zlib.crc32(f"{client}-{compression}".encode()))
     expected = [normalize(*r) for r in records]
 
-    acked = produce(client, gateway.bootstrap, topic, records, **codec_option(client, compression))
-    through_gateway = consume(client, gateway.bootstrap, topic, len(records))
+    acked = produce(client, gateway.bootstrap, topic, records, **auth(client), **codec_option(client, compression))
+    through_gateway = consume(client, gateway.bootstrap, topic, len(records), **auth(client))
     direct = consume(client, kafka.bootstrap, topic, len(records))
 
     assert acked == len(records) == len(through_gateway)
@@ -377,10 +380,11 @@ def test_aiokafka_learns_only_gateway_addresses(gateway, kafka):
     before = tcp_connections()  # sockets of anything else in this process
 
     async def run():
-        admin = AIOKafkaAdminClient(bootstrap_servers=gateway.bootstrap)
-        producer = AIOKafkaProducer(bootstrap_servers=gateway.bootstrap)
+        login = auth("aiokafka")
+        admin = AIOKafkaAdminClient(bootstrap_servers=gateway.bootstrap, **login)
+        producer = AIOKafkaProducer(bootstrap_servers=gateway.bootstrap, **login)
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=gateway.bootstrap, group_id=group,
-                                    auto_offset_reset="earliest", enable_auto_commit=False)
+                                    auto_offset_reset="earliest", enable_auto_commit=False, **login)
         await admin.start()
         await producer.start()
         try:
@@ -411,10 +415,10 @@ def test_aiokafka_learns_only_gateway_addresses(gateway, kafka):
 def test_kafka_python_learns_only_gateway_addresses(gateway, kafka):
     topic, group = unique("addr-kp"), unique("addr-kp-g")
     before = tcp_connections()  # sockets of anything else in this process
-    admin = KafkaAdminClient(bootstrap_servers=gateway.bootstrap)
-    producer = KafkaProducer(bootstrap_servers=gateway.bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=gateway.bootstrap, **auth())
+    producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, **auth())
     consumer = KafkaConsumer(topic, bootstrap_servers=gateway.bootstrap, group_id=group,
-                             auto_offset_reset="earliest", enable_auto_commit=False)
+                             auto_offset_reset="earliest", enable_auto_commit=False, **auth())
     try:
         producer.send(topic, b"v").get(TIMEOUT)
         got = _eventually(lambda: sum(map(len, consumer.poll(timeout_ms=500).values())), "nothing consumed")
@@ -438,10 +442,11 @@ def test_kafka_python_learns_only_gateway_addresses(gateway, kafka):
 def test_confluent_learns_only_gateway_addresses(gateway, kafka):
     topic, group = unique("addr-cf"), unique("addr-cf-g")
     before = tcp_connections()  # sockets of anything else in this process
-    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap})
-    producer = CfProducer({"bootstrap.servers": gateway.bootstrap})
+    login = auth("confluent")
+    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap, **login})
+    producer = CfProducer({"bootstrap.servers": gateway.bootstrap, **login})
     consumer = CfConsumer({"bootstrap.servers": gateway.bootstrap, "group.id": group,
-                           "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                           "auto.offset.reset": "earliest", "enable.auto.commit": False, **login})
     try:
         producer.produce(topic, b"v")
         assert producer.flush(TIMEOUT) == 0
@@ -491,7 +496,8 @@ def test_idempotent_producer(gateway, kafka, client):
 
     if client == "aiokafka":
         async def run():
-            producer = AIOKafkaProducer(bootstrap_servers=gateway.bootstrap, enable_idempotence=True, linger_ms=5)
+            producer = AIOKafkaProducer(bootstrap_servers=gateway.bootstrap, enable_idempotence=True, linger_ms=5,
+                                        **auth("aiokafka"))
             await producer.start()
             try:
                 futures = [await producer.send(topic, value=v, partition=p) for p, v in sent]
@@ -500,7 +506,8 @@ def test_idempotent_producer(gateway, kafka, client):
                 await producer.stop()
         acked = asyncio.run(run())
     elif client == "kafka-python":
-        producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, enable_idempotence=True, linger_ms=5)
+        producer = KafkaProducer(bootstrap_servers=gateway.bootstrap, enable_idempotence=True, linger_ms=5,
+                                 **auth())
         try:
             futures = [producer.send(topic, value=v, partition=p) for p, v in sent]
             acked = sum(1 for f in futures if f.get(TIMEOUT).offset >= 0)
@@ -508,7 +515,8 @@ def test_idempotent_producer(gateway, kafka, client):
             producer.close(TIMEOUT)
     else:
         delivered = []
-        producer = CfProducer({"bootstrap.servers": gateway.bootstrap, "enable.idempotence": True, "linger.ms": 5})
+        producer = CfProducer({"bootstrap.servers": gateway.bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                               **auth("confluent")})
         for p, v in sent:
             producer.produce(topic, value=v, partition=p, on_delivery=lambda err, msg: delivered.append(err))
         assert producer.flush(TIMEOUT) == 0
@@ -517,7 +525,8 @@ def test_idempotent_producer(gateway, kafka, client):
 
     assert acked == len(sent)
     for p in range(IDEMPOTENT_PARTITIONS):
-        values = [r[1] for r in consume(client, gateway.bootstrap, topic, IDEMPOTENT_PER_PARTITION, partition=p)]
+        values = [r[1] for r in consume(client, gateway.bootstrap, topic, IDEMPOTENT_PER_PARTITION, partition=p,
+                                        **auth(client))]
         # In order, each exactly once.
         assert values == [f"{p}:{i}".encode() for i in range(IDEMPOTENT_PER_PARTITION)]
         batches = raw_batches(kafka, topic, p)

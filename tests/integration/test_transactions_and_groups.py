@@ -2,7 +2,8 @@
 
 These run on the coordinator APIs (InitProducerId, AddPartitionsToTxn, EndTxn, TxnOffsetCommit,
 FindCoordinator, JoinGroup/SyncGroup/Heartbeat/LeaveGroup, ConsumerGroupHeartbeat, OffsetCommit,
-OffsetFetch), which the gateway relays and, for FindCoordinator, rewrites.
+OffsetFetch), which the gateway authorizes, relays and, for FindCoordinator, rewrites. Every client
+logs in to the gateway (SASL SCRAM, as `harness.auth` configures each library).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from confluent_kafka.admin import AdminClient as CfAdmin, NewTopic as CfNewTopic
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTP
 from kafka.structs import OffsetAndMetadata as KpOffset
 
+from harness import auth
+
 pytestmark = pytest.mark.kafka
 
 TIMEOUT = 30.0
@@ -31,13 +34,13 @@ def unique(prefix: str) -> str:
 
 
 def create_topic(gateway, topic: str, partitions: int = 1) -> None:
-    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap})
+    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     admin.create_topics([CfNewTopic(topic, partitions, 1)], operation_timeout=TIMEOUT)[topic].result(TIMEOUT)
 
 
 def committed_offsets(gateway, group: str) -> dict[tuple[str, int], int]:
     """The group's committed offsets, asked of the broker through the gateway by a second library."""
-    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap})
+    admin = CfAdmin({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     [future] = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
                                                  request_timeout=TIMEOUT).values()
     return {(tp.topic, tp.partition): tp.offset for tp in future.result(TIMEOUT).topic_partitions}
@@ -68,24 +71,26 @@ class Loop:
 # --------------------------------------------------------------------------- per-client wrappers
 
 class TxnProducer:
-    """One transactional producer with the same five verbs for every library."""
+    """One transactional producer with the same five verbs for every library, logged in to the
+    gateway at `bootstrap`."""
 
     def __init__(self, client: str, bootstrap: str, transactional_id: str, loop: Loop | None = None) -> None:
         self.client = client
         self.own_loop = loop is None
+        login = auth(client)
         if client == "aiokafka":
             self.loop = loop or Loop()
 
             async def make():
-                producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id)
+                producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id, **login)
                 await producer.start()  # InitProducerId
                 return producer
             self.producer = self.loop.run(make())
         elif client == "kafka-python":
-            self.producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id)
+            self.producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id, **login)
             self.producer.init_transactions()
         else:
-            self.producer = CfProducer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id})
+            self.producer = CfProducer({"bootstrap.servers": bootstrap, "transactional.id": transactional_id, **login})
             self.producer.init_transactions(TIMEOUT)
 
     def begin(self) -> None:
@@ -148,14 +153,16 @@ class TxnProducer:
 
 
 class Reader:
-    """A consumer of one library: assigned partitions (group=None) or a group subscription."""
+    """A consumer of one library: assigned partitions (group=None) or a group subscription; logged
+    in to the gateway at `bootstrap`."""
 
     def __init__(self, client: str, bootstrap: str, *, isolation: str = "read_uncommitted",
                  group: str | None = None, topic: str | None = None, assign: Iterable[tuple[str, int]] = (),
                  group_protocol: str = "classic", loop: Loop | None = None) -> None:
         self.client = client
         self.own_loop = loop is None
-        common = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "isolation_level": isolation}
+        common = {"enable_auto_commit": False, "auto_offset_reset": "earliest", "isolation_level": isolation,
+                  **auth(client)}
         if client == "aiokafka":
             # Members of one group share a loop: aiokafka heartbeats only while its loop runs.
             self.loop = loop or Loop()
@@ -176,7 +183,7 @@ class Reader:
         else:
             config = {"bootstrap.servers": bootstrap, "group.id": group or unique("assign-only"),
                       "enable.auto.commit": False, "auto.offset.reset": "earliest", "isolation.level": isolation,
-                      "group.protocol": group_protocol}
+                      "group.protocol": group_protocol, **auth("confluent")}
             if group_protocol == "classic":
                 config["heartbeat.interval.ms"] = 300
             self.consumer = CfConsumer(config)
@@ -261,7 +268,7 @@ def test_consume_transform_produce(gateway, client):
     create_topic(gateway, source)
     create_topic(gateway, sink)
     inputs = [b"one", b"two", b"three"]
-    seed = CfProducer({"bootstrap.servers": gateway.bootstrap})
+    seed = CfProducer({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     for value in inputs:
         seed.produce(source, value, partition=0)
     assert seed.flush(TIMEOUT) == 0
@@ -297,7 +304,7 @@ PARTITIONS = 4
 
 
 def _produce(gateway, topic: str, values: list[bytes]) -> None:
-    producer = CfProducer({"bootstrap.servers": gateway.bootstrap})
+    producer = CfProducer({"bootstrap.servers": gateway.bootstrap, **auth("confluent")})
     for i, value in enumerate(values):
         producer.produce(topic, value, partition=i % PARTITIONS)
     assert producer.flush(TIMEOUT) == 0

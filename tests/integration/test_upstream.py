@@ -1,5 +1,9 @@
 """The gateway's side towards the broker: refused logins, TLS, a broker that is down, and a client
-too slow to take what the broker sends."""
+too slow to take what the broker sends.
+
+The gateway opens a client's upstream connection only once the client has logged in, so each
+client here logs in first; a broker that refuses the gateway, or is down, then ends the client's
+connection before any request of it is answered."""
 
 from __future__ import annotations
 
@@ -14,25 +18,26 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from harness import PASSWORD_ENV, produce_and_consume, Gateway, partition_leader, read_response, recv_exactly, request_frame
+from harness import (MECHANISM, PASSWORD_ENV, TESTER, Gateway, connect, partition_leader, produce_and_consume,
+                     read_response, request_frame)
 
 pytestmark = pytest.mark.kafka
 
-FETCH, API_VERSIONS = 1, 18
-API_VERSIONS_REQUEST = request_frame(
-    API_VERSIONS, 3, {"client_software_name": "robustness", "client_software_version": "1"})
+FETCH, METADATA = 1, 3
+METADATA_REQUEST = request_frame(METADATA, 12, {"topics": None, "allow_auto_topic_creation": False})
 
 
-def closed_by_gateway(gateway: Gateway) -> int:
-    """Connect, ask for ApiVersions, and expect the connection closed without an answer; the port."""
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=30) as sock:
+def closed_by_gateway(gateway: Gateway) -> str:
+    """Log in, ask for Metadata, and expect the connection closed without an answer; how the
+    gateway's log line about closing it begins."""
+    with connect(f"127.0.0.1:{gateway.port}", timeout=30) as sock:
         port = sock.getsockname()[1]
-        sock.sendall(API_VERSIONS_REQUEST)
         try:
+            sock.sendall(METADATA_REQUEST)
             assert sock.recv(1) == b"", "the gateway answered without an upstream connection"
-        except ConnectionResetError:
-            pass
-    return port
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed even before the request arrived
+    return f"from 127.0.0.1:{port} as {TESTER.name} ({MECHANISM}) closed: "
 
 
 def test_refused_login_closes_the_client_and_never_logs_a_password(own_gateway, kafka):
@@ -40,13 +45,12 @@ def test_refused_login_closes_the_client_and_never_logs_a_password(own_gateway, 
     wrong = f"wrong-{uuid.uuid4().hex}"
     gateway.env[PASSWORD_ENV] = wrong
     gateway.start()
-    port = closed_by_gateway(gateway)
-    gateway.wait_for_log(
-        f"from 127.0.0.1:{port} closed: upstream {kafka.sasl_bootstrap}: login as 'gateway' refused")
+    closed = closed_by_gateway(gateway)
+    gateway.wait_for_log(f"{closed}upstream {kafka.sasl_bootstrap}: login as 'gateway' refused")
     assert gateway.process.poll() is None
     gateway.stop()
     log = gateway.log()
-    assert wrong not in log and kafka.password not in log
+    assert wrong not in log and kafka.password not in log and TESTER.password not in log
 
 
 def test_sasl_ssl_upstream_carries_produce_and_consume(own_gateway, kafka):
@@ -70,8 +74,8 @@ def test_upstream_down_closes_the_client_and_names_the_address(own_gateway):
     gateway = own_gateway()
     gateway.config["kafka"]["upstream"] = {"bootstrap_servers": [f"127.0.0.1:{down}"]}
     gateway.start()
-    port = closed_by_gateway(gateway)
-    gateway.wait_for_log(f"from 127.0.0.1:{port} closed: upstream 127.0.0.1:{down}: cannot connect")
+    closed = closed_by_gateway(gateway)
+    gateway.wait_for_log(f"{closed}upstream 127.0.0.1:{down}: cannot connect")
     assert gateway.process.poll() is None
 
 
@@ -133,10 +137,9 @@ def test_a_client_that_does_not_read_does_not_grow_the_gateway(own_gateway, kafk
     gateway = own_gateway().start()
     worker = gateway.process.pid
     leader = partition_leader(gateway.bootstrap, topic)
-    host, _, port = leader.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=60) as sock:
-        sock.sendall(API_VERSIONS_REQUEST)
-        recv_exactly(sock, int.from_bytes(recv_exactly(sock, 4), "big"))  # upstream is open
+    with connect(leader, timeout=60) as sock:
+        sock.sendall(METADATA_REQUEST)
+        read_response(sock, METADATA, 12)  # forwarded and answered: the upstream is open
         baseline = status_kb(worker, "VmRSS")
         sock.sendall(b"".join(big_fetch(topic, n) for n in range(2, 2 + FETCHES)))
 

@@ -10,9 +10,13 @@ def error_of(text: str, **env: str) -> str:
     return str(caught.value)
 
 
-def test_defaults_need_only_an_adapter_section():
-    settings = config.parse("kafka: {}")
+IDENTITY = "identity: {credentials_file: users.json}\n"
+
+
+def test_defaults_need_only_an_adapter_and_a_way_to_log_in():
+    settings = config.parse(IDENTITY + "kafka: {}")
     assert settings.kafka.listen.port == 19092
+    assert settings.rules.dir == "rules" and settings.state.sqlite_path == ".brokerguard/state.db"
     assert settings.kafka.listen.broker_ports.port_for(1) == 19094
     assert settings.kafka.upstream.addresses == [("127.0.0.1", 9092)]
 
@@ -44,7 +48,7 @@ def test_mistakes_name_the_key_and_why(text, message):
 def test_password_comes_from_env_or_file_and_never_prints(tmp_path, monkeypatch):
     monkeypatch.setenv("BG_PASSWORD", "s3cret-env")
     settings = config.parse(
-        "kafka: {upstream: {security_protocol: SASL_PLAINTEXT, sasl: {username: gw, password_env: BG_PASSWORD}}}")
+        IDENTITY + "kafka: {upstream: {security_protocol: SASL_PLAINTEXT, sasl: {username: gw, password_env: BG_PASSWORD}}}")
     secret = settings.kafka.upstream.sasl.secret()
     assert secret.reveal() == "s3cret-env"
     assert "s3cret" not in repr(secret) + str(secret) + repr(settings)
@@ -52,7 +56,7 @@ def test_password_comes_from_env_or_file_and_never_prints(tmp_path, monkeypatch)
     password_file = tmp_path / "pw"
     password_file.write_text("s3cret-file\n")
     settings = config.parse(
-        "kafka: {upstream: {security_protocol: SASL_SSL, "
+        IDENTITY + "kafka: {upstream: {security_protocol: SASL_SSL, "
         f"sasl: {{username: gw, password_file: {password_file}}}}}}}")
     assert settings.kafka.upstream.sasl.secret().reveal() == "s3cret-file"
 
@@ -60,3 +64,26 @@ def test_password_comes_from_env_or_file_and_never_prints(tmp_path, monkeypatch)
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read config"):
         config.load(tmp_path / "absent.yaml")
+
+
+def test_clients_need_a_way_to_authenticate():
+    with pytest.raises(ConfigError, match="clients have no way to authenticate"):
+        config.parse("kafka: {}")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("identity: {oidc: {issuer: https://id.example, audience: []}}\nkafka: {}", "`audience` needs at least one value"),
+        ("identity: {oidc: {issuer: https://id.example, audience: [x], algorithms: [HS256]}}\nkafka: {}",
+         "Invalid enum value 'HS256' - at `$.identity.oidc.algorithms[0]`"),
+        ("identity: {credentials_file: u.json}\nstate: {poll_interval_ms: 5000}\nkafka: {}",
+         "revocation must act within a second"),
+        ("identity: {credentials_file: u.json}\nkafka: {listen: {tls: {cert_file: /nope, key_file: /nope}}}",
+         "`cert_file` /nope is not a readable file"),
+    ],
+)
+def test_identity_and_state_mistakes_name_the_key(text, message):
+    with pytest.raises(ConfigError) as err:
+        config.parse(text, source="gw.yaml")
+    assert message in str(err.value)

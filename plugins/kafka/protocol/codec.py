@@ -860,21 +860,23 @@ def _run_encoder(write: Callable, label: str, obj: Any) -> bytes:
     return bytes(buf)
 
 
-def _decode_body(api_key: int, version: int, data: Any, offset: int, is_request: bool) -> dict:
+def _decode_body(api_key: int, version: int, data: Any, offset: int, is_request: bool,
+                 trailing: bool = False) -> dict:
     label = _label(api_key, version, is_request)
     if data.__class__ is not bytes:
         data = bytes(data)
     obj, pos = _run_decoder(_decoder(api_key, version, is_request), label, data, offset)
-    if pos != len(data):
+    if pos != len(data) and not trailing:
         raise DecodeError(f"{label}: $: {len(data) - pos} bytes left over after the message "
                           f"ended at offset {pos}", "$", pos)
     return obj
 
 
 def decode_request(api_key: int, version: int, data: bytes | bytearray | memoryview,
-                   offset: int = 0) -> dict:
-    """The request body that fills data[offset:] exactly (no size prefix, no header)."""
-    return _decode_body(api_key, version, data, offset, True)
+                   offset: int = 0, trailing: bool = False) -> dict:
+    """The request body that fills data[offset:] exactly (no size prefix, no header). With
+    `trailing`, bytes after the body are ignored, as Kafka's broker ignores them."""
+    return _decode_body(api_key, version, data, offset, True, trailing)
 
 
 def decode_response(api_key: int, version: int, data: bytes | bytearray | memoryview,
