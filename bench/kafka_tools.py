@@ -4,6 +4,10 @@ Plus one measurement of our own: EndToEndLatency stores each latency in whole mi
 (elapsed / 1000 / 1000 as a long), so its percentiles cannot show a sub-millisecond
 difference. `latency_probe` times the same loop (send, wait for the ack, poll until the
 record comes back) with librdkafka and a nanosecond clock.
+
+A client that must log in (the gateway) gets a properties file for the Java tools (`config`,
+passed as `--command-config`, the name every Kafka 4.x tool takes) and librdkafka settings for
+the probe (`security`); the direct route to the broker's plain listener needs neither.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import re
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from devstack.kafka import java_tool
 
@@ -44,19 +49,25 @@ def run_tool(main_class: str, *args, timeout: float) -> Completed:
     return Completed(proc.stdout, seconds)
 
 
-def producer_args(bootstrap: str, topic: str, records: int, record_size: int) -> list[str]:
-    return ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records),
+def _login(config: Path | None) -> list[str]:
+    return [] if config is None else ["--command-config", str(config)]
+
+
+def producer_args(bootstrap: str, topic: str, records: int, record_size: int,
+                  config: Path | None = None) -> list[str]:
+    return ["--bootstrap-server", bootstrap, *_login(config), "--topic", topic, "--num-records", str(records),
             "--record-size", str(record_size), "--throughput", "-1",
             "--command-property", *PRODUCER_PROPS]
 
 
-def consumer_args(bootstrap: str, topic: str, records: int, group: str) -> list[str]:
-    return ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records),
+def consumer_args(bootstrap: str, topic: str, records: int, group: str, config: Path | None = None) -> list[str]:
+    return ["--bootstrap-server", bootstrap, *_login(config), "--topic", topic, "--num-records", str(records),
             "--group", group, "--timeout", "30000"]
 
 
-def end_to_end_args(bootstrap: str, topic: str, records: int, record_size: int) -> list[str]:
-    return ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records),
+def end_to_end_args(bootstrap: str, topic: str, records: int, record_size: int,
+                    config: Path | None = None) -> list[str]:
+    return ["--bootstrap-server", bootstrap, *_login(config), "--topic", topic, "--num-records", str(records),
             "--producer-acks", "1", "--record-size", str(record_size)]
 
 
@@ -116,7 +127,7 @@ def parse_end_to_end(stdout: str) -> dict:
 
 
 def latency_probe(bootstrap: str, topic: str, records: int, record_size: int,
-                  warmup: int = 200, timeout: float = 30.0) -> dict:
+                  warmup: int = 200, timeout: float = 30.0, security: dict | None = None) -> dict:
     """EndToEndLatency's loop with librdkafka and perf_counter_ns; latencies in ms.
 
     The producer sends without lingering and with Nagle off; the consumer long-polls
@@ -125,7 +136,7 @@ def latency_probe(bootstrap: str, topic: str, records: int, record_size: int,
     """
     from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-    common = {"bootstrap.servers": bootstrap, "socket.nagle.disable": True}
+    common = {"bootstrap.servers": bootstrap, "socket.nagle.disable": True, **(security or {})}
     producer = Producer({**common, "acks": 1, "linger.ms": 0})
     consumer = Consumer({**common, "group.id": f"probe-{topic}", "enable.auto.commit": False,
                          "fetch.wait.max.ms": 100, "fetch.min.bytes": 1})

@@ -228,6 +228,14 @@ def _target_lines(results: dict) -> list[str]:
             f"{c['e2e_added_p50_ms']:+.0f} ms in EndToEndLatency's whole milliseconds "
             f"(target < {t['added_p50_ms_max']} ms, judged on the probe: "
             f"{mark(c['probe_added_p50_ms'] < t['added_p50_ms_max'])})")
+    comps = results["comparisons"]
+    if "foundation" in comps and PRIMARY in comps:
+        ours, base = comps[PRIMARY], comps["foundation"]
+        lines.append(
+            f"- **identity and rules against the pass-through**: throughput produce "
+            f"{ours['produce_ratio'] / base['produce_ratio']:.2f}, consume "
+            f"{ours['consume_ratio'] / base['consume_ratio']:.2f} of the pass-through's; added p50 "
+            f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe")
     return lines
 
 
@@ -252,8 +260,14 @@ def markdown(results: dict) -> str:
             f"`make bench` (`.venv/bin/python bench/run.py`), {s['rounds']} rounds, "
             f"{results['seconds']:.0f} s in all. Routes: "
             + "; ".join(f"`{k}` = {label}" for k, label in results["routes"].items())
-            + ". Each gateway is `brokerguard run` with one worker, clients connect to it in "
-            "plaintext without authentication. Each round creates fresh one-partition topics for "
+            + ". Each gateway is `brokerguard run` with one worker. Clients log in to the current "
+            "gateway over plaintext with SASL SCRAM-SHA-512 as the test account (its routes add "
+            "`--command-config <client.properties>` to the tool arguments below) and every request "
+            "is decoded and authorized by the test rules, which allow that account everything. "
+            "The `foundation` route is the pass-through gateway of that git ref (no login, no "
+            "rules; bench/foundation.py builds it beside the current one). The direct "
+            "route uses the broker's PLAINTEXT listener without authentication. Each round "
+            "creates fresh one-partition topics for "
             "every route, runs each tool once per route (the route order rotating by round), "
             "then deletes them; ConsumerPerformance reads the topic the same route just produced. "
             "Before each run the page cache is synced. Gateway CPU is utime + stime of the worker "
@@ -264,6 +278,15 @@ def markdown(results: dict) -> str:
             f"- probe: {args['probe']}", ""]
     out += ["## Results", ""] + _table(results) + [""]
     out += ["## Targets", ""] + _target_lines(results) + [""]
+    if results.get("micro"):
+        out += ["## Decision cost (pytest-benchmark, medians)", "",
+                "`.venv/bin/python -m pytest bench/bench_policy.py bench/bench_authorize.py "
+                "--benchmark-group-by=group`, in the same run. Targets: a cached decision at most "
+                "1 µs, an uncached one at most 20 µs.", "",
+                "| group | case | median µs |", "|---|---|---|"]
+        out += [f"| {m['group']} | {m['name'].split('[', 1)[-1].rstrip(']')} | {m['median_us']:.2f} |"
+                for m in results["micro"]]
+        out += [""]
     out += ["## Reading the table", "",
             "- MB is Kafka's tools' MB, 2^20 bytes of record values. GB in CPU-s per GB is 10^9 bytes "
             "of record values (produce: records × record size; consume: the tool's MB consumed); "

@@ -1,7 +1,12 @@
 """`make bench`: Kafka's own performance tools, direct to the broker and through the gateway.
 
 One real broker, one gateway worker per upstream variant (SCRAM-SHA-512 to the SASL listener;
-PLAINTEXT to the plain listener unless --no-plain-upstream), all in one run. Each round runs
+PLAINTEXT to the plain listener unless --no-plain-upstream), and the foundation's pass-through
+gateway built from a git ref (bench/foundation.py), all in one run; then the pytest-benchmark
+cases of the decision path (bench_policy.py, bench_authorize.py). The tools log in
+to each gateway as the test account (SASL SCRAM-SHA-512; tests/rules lets it do everything, so
+every request is authorized and allowed); the direct baseline uses the broker's PLAINTEXT
+listener without logging in. Each round runs
 every tool once per path, the order of the paths rotating from round to round, so a slow
 moment on a shared machine hits every path alike; the report gives the median and the range.
 The gateway's CPU time comes from /proc/<worker pid>/stat around each run.
@@ -23,28 +28,31 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import foundation  # noqa: E402
 import kafka_tools as kt  # noqa: E402
 import report  # noqa: E402
 from devstack.kafka import KafkaBroker  # noqa: E402
-from harness import Gateway  # noqa: E402
+from harness import Gateway, auth, free_port_range, java_client_properties  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Route:
-    """One way for the clients to reach the broker."""
+    """One way for the clients to reach the broker, and how its clients log in (if they must)."""
     name: str
     label: str
     bootstrap: str
     gateway: Gateway | None = None
     pid: int | None = None  # the gateway worker's
+    java_config: Path | None = None  # the Java tools' --command-config
+    security: dict = field(default_factory=dict)  # librdkafka settings for the probe
 
 
 def cpu_seconds(pid: int) -> float:
@@ -107,10 +115,11 @@ class Bench:
         names = {r.name: f"bench-warmup-{r.name}" for r in self.routes}
         self.topics.create(list(names.values()))
         for r in self.routes:
-            kt.run_tool(kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, names[r.name], records, a.record_size),
-                        timeout=a.tool_timeout)
+            kt.run_tool(kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, names[r.name], records, a.record_size,
+                                                            r.java_config), timeout=a.tool_timeout)
             kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(r.bootstrap, names[r.name], records,
-                                                            f"{names[r.name]}-group"), timeout=a.tool_timeout)
+                                                            f"{names[r.name]}-group", r.java_config),
+                        timeout=a.tool_timeout)
         self.topics.delete(list(names.values()))
 
     def close(self) -> None:
@@ -148,23 +157,25 @@ class Bench:
         self.topics.create(names)
         for r in order:
             self.measure("produce", r, round_no, lambda r=r: kt.parse_producer(kt.run_tool(
-                kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, data[r.name], a.records, a.record_size),
+                kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, data[r.name], a.records, a.record_size,
+                                                    r.java_config),
                 timeout=a.tool_timeout).stdout, a.record_size))
         for r in order:
             self.measure("consume", r, round_no, lambda r=r: self._consume(r, data[r.name], round_no))
         for r in order:
             self.measure("e2e", r, round_no, lambda r=r: kt.parse_end_to_end(kt.run_tool(
                 kt.END_TO_END, *kt.end_to_end_args(r.bootstrap, e2e[r.name], a.latency_records,
-                                                   a.record_size),
+                                                   a.record_size, r.java_config),
                 timeout=a.tool_timeout).stdout))
         for r in order:
             self.measure("probe", r, round_no, lambda r=r: kt.latency_probe(
-                r.bootstrap, probe[r.name], a.probe_records, a.record_size))
+                r.bootstrap, probe[r.name], a.probe_records, a.record_size, security=r.security))
         self.topics.delete(names)  # 500 MB per data topic: keep the disk and page cache small
 
     def _consume(self, route: Route, topic: str, round_no: int) -> dict:
         out = kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(
-            route.bootstrap, topic, self.args.records, f"{topic}-group"), timeout=self.args.tool_timeout)
+            route.bootstrap, topic, self.args.records, f"{topic}-group", route.java_config),
+            timeout=self.args.tool_timeout)
         metrics = kt.parse_consumer(out.stdout)
         if metrics["records"] < self.args.records:
             raise kt.ToolError(f"ConsumerPerformance read {metrics['records']} of {self.args.records} "
@@ -192,8 +203,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-plain-upstream", action="store_true",
                    help="only the gateway with the SCRAM-SHA-512 upstream")
     p.add_argument("--tool-timeout", type=float, default=300, help="seconds before a tool run fails")
+    p.add_argument("--foundation", default=foundation.DEFAULT_REF,
+                   help="git ref of the pass-through gateway to compare with ('none' to skip)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench")
     return p.parse_args(argv)
+
+
+MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py"]
+
+
+def micro_benchmarks() -> list[dict]:
+    """The pytest-benchmark cases of the decision path, each with its median in µs."""
+    import subprocess
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *MICRO_BENCHMARKS,
+                        f"--benchmark-json={out.name}"], cwd=ROOT, check=True, capture_output=True)
+        data = json.loads(Path(out.name).read_text())
+    return [{"group": b["group"], "name": b["name"], "median_us": b["stats"]["median"] * 1e6,
+             "rounds": b["stats"]["rounds"]} for b in data["benchmarks"]]
 
 
 def _interrupt(signum, frame):
@@ -215,6 +243,14 @@ def main(argv=None) -> int:
         print(f"starting Kafka in {work_dir}", flush=True)
         broker.start()
         routes = [Route("direct", "direct (PLAINTEXT listener)", broker.bootstrap)]
+        if args.foundation != "none":
+            print(f"building the pass-through gateway of {args.foundation}", flush=True)
+            site = foundation.build(args.foundation, work_dir / "foundation")
+            passthrough = foundation.FoundationGateway(site, broker, work_dir / "foundation",
+                                                       free_port_range(5)).start()
+            gateways.append(passthrough)
+            routes.append(Route("foundation", f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
+                                passthrough.bootstrap, passthrough, worker_pid(passthrough)))
         variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl")]
         if not args.no_plain_upstream:
             variants.append(("gateway-plain", "gateway, PLAINTEXT upstream", "plain"))
@@ -222,7 +258,9 @@ def main(argv=None) -> int:
             gateway = Gateway(broker, work_dir / name, workers=1, upstream=upstream)
             gateways.append(gateway)
             gateway.start()
-            routes.append(Route(name, label, gateway.bootstrap, gateway, worker_pid(gateway)))
+            routes.append(Route(name, label, gateway.bootstrap, gateway, worker_pid(gateway),
+                                java_client_properties(gateway.work_dir / "client.properties"),
+                                auth("confluent")))
         bench = Bench(args, broker, routes)
         try:
             print("warming up", flush=True)
@@ -232,8 +270,11 @@ def main(argv=None) -> int:
                 bench.round(round_no)
         finally:
             bench.close()
+        print("decision micro-benchmarks", flush=True)
+        micro = micro_benchmarks()
         results = report.collect(args, broker, routes, bench.runs,
                                  load_before=load_before, seconds=time.monotonic() - started)
+        results["micro"] = micro
         args.out_dir.mkdir(parents=True, exist_ok=True)
         (args.out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (args.out_dir / "RESULTS.md").write_text(report.markdown(results))

@@ -32,7 +32,7 @@ from brokerguard.errors import BrokerGuardError, ProtocolError
 from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.session import Session
 
-from . import apis, authorize
+from . import apis, authorize, produce
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -251,6 +251,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             name = codec.API_KEYS[api_key].name if api_key in codec.API_KEYS else f"API key {api_key}"
             self.close(f"{name} request before authentication", level=logging.WARNING)
             return DONE
+        if api_key == apis.PRODUCE and 3 <= api_version <= produce.LAST_VERSION:
+            if self._produce_allowed(data, frame):
+                return None
         try:
             payload = bytes(memoryview(data)[start + 4 : end])
             header = codec.decode_request_header(payload)
@@ -268,6 +271,26 @@ class ClientConnection(asyncio.BufferedProtocol):
         if unknown:
             return self._after_resolving(unknown, frame, payload, header, body)
         return self._authorize(frame, payload, header, body)
+
+    def _produce_allowed(self, data: bytearray | bytes, frame: tuple) -> bool:
+        """The hot path: read a Produce request without its records. True when every part is
+        allowed (it is then forwarded as it is); False: decode it whole, to split or refuse it."""
+        try:
+            client_id, body = produce.read(data, frame[0], frame[1])
+        except ValueError:
+            return False  # the codec's decoding names what is wrong
+        session = self.session
+        if client_id != session.client_id:
+            session.client_id = client_id
+            session.authenticated(session.identity)
+        plan = authorize.plan(apis.PRODUCE, frame[3], body,
+                              lambda action, resource: self._pipeline.decide(session, action, resource),
+                              self._adapter.topic_names)
+        if plan.forward is None or plan.changed or plan.merge is not None:
+            return False
+        if frame[5]:  # expects a response
+            self._in_flight.append(InFlight(frame[4], apis.PRODUCE, frame[3]))
+        return True
 
     async def _after_resolving(self, unknown: set[bytes], frame: tuple, payload: bytes,
                                header: codec.RequestHeader, body: dict) -> Outcome:

@@ -11,7 +11,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import KafkaException, Producer as CfProducer
+from confluent_kafka import Producer as CfProducer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import (GroupAuthorizationFailedError, TopicAuthorizationFailedError,

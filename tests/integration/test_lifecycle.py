@@ -11,7 +11,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from harness import Gateway, call, connect, partition_leader, produce_and_consume, read_response, request_frame
 

@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
 from harness import (MECHANISM, PASSWORD_ENV, TESTER, Gateway, connect, partition_leader, produce_and_consume,
                      read_response, request_frame)

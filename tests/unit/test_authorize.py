@@ -836,7 +836,6 @@ def test_forwarded_and_refused_parts_partition_the_request(api, data):
     version = data.draw(st.sampled_from(list(versions)), label="version")
     uses_ids = api in ("Produce", "Fetch") and version >= 13
     name_field = "topic_id" if uses_ids else name_key
-    entries = [(n, {parts_key: [{index_key: i} for i in parts]}) for n, parts in chosen]
     template = sample(key, version)
     part_template = template[topics_key][0][parts_key][0]
     topics = [{**{k: v for k, v in template[topics_key][0].items() if k not in (name_key, "topic_id", parts_key)},
