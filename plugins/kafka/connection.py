@@ -263,9 +263,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         except codec.DecodeError as err:
             self.close(f"bad request: {err}", level=logging.WARNING)
             return DONE
-        if header.client_id != self.session.client_id:
-            self.session.client_id = header.client_id
-            self.session.authenticated(self.session.identity)
+        self._note_client_id(header.client_id)
         names = self._adapter.topic_names
         unknown = {i for i in authorize.topic_ids(api_key, api_version, body) if names.name(i) is None}
         if unknown:
@@ -279,10 +277,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             client_id, body = produce.read(data, frame[0], frame[1])
         except ValueError:
             return False  # the codec's decoding names what is wrong
+        self._note_client_id(client_id)
         session = self.session
-        if client_id != session.client_id:
-            session.client_id = client_id
-            session.authenticated(session.identity)
         plan = authorize.plan(apis.PRODUCE, frame[3], body,
                               lambda action, resource: self._pipeline.decide(session, action, resource),
                               self._adapter.topic_names)
@@ -291,6 +287,13 @@ class ClientConnection(asyncio.BufferedProtocol):
         if frame[5]:  # expects a response
             self._in_flight.append(InFlight(frame[4], apis.PRODUCE, frame[3]))
         return True
+
+    def _note_client_id(self, client_id: str | None) -> None:
+        """Rules may match the client id, so a new one gives the session a new decision key."""
+        session = self.session
+        if client_id != session.client_id:
+            session.client_id = client_id
+            session.authenticated(session.identity)
 
     async def _after_resolving(self, unknown: set[bytes], frame: tuple, payload: bytes,
                                header: codec.RequestHeader, body: dict) -> Outcome:
