@@ -84,7 +84,12 @@ def gateway_config(broker: KafkaBroker, password_file: Path, work: Path) -> dict
     }
 
 
+def _stop(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM stops the gateway and Kafka the way Ctrl-C does
+
+
 def main() -> int:
+    signal.signal(signal.SIGTERM, _stop)
     work = DEVSTACK_DIR / "run"
     work.mkdir(parents=True, exist_ok=True)
     print("starting Kafka (KRaft, single node)...", flush=True)
