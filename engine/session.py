@@ -44,6 +44,13 @@ class Session:
         self.identity = identity
         self.decision_key = (identity.key, self.client)
 
+    def client_id_is(self, client_id: str | None) -> None:
+        """Rules may match the client id, so a new one gives the session a new decision key."""
+        if client_id != self.client_id:
+            self.client_id = client_id
+            if self.identity is not None:
+                self.decision_key = (self.identity.key, self.client)
+
     def __str__(self) -> str:
         who = f" as {self.identity}" if self.identity is not None else ""
         return f"session {self.id} from {self.peer}{who}"

@@ -128,10 +128,6 @@ class KafkaAdapter:
         except UpstreamError as err:
             log.warning("cannot reach the broker yet (%s); will try again when a client connects", err)
 
-    async def resolve_topic_ids(self, topic_ids: set[bytes]) -> None:
-        """Learn the names of topic ids no response has shown this worker yet."""
-        await self.directory.refresh()
-
     async def open_upstream(self, node_id: int | None) -> UpstreamConnection:
         if node_id is None:
             addresses = self.config.upstream.addresses

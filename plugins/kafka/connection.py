@@ -263,11 +263,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         except codec.DecodeError as err:
             self.close(f"bad request: {err}", level=logging.WARNING)
             return DONE
-        self._note_client_id(header.client_id)
+        self.session.client_id_is(header.client_id)
         names = self._adapter.topic_names
-        unknown = {i for i in authorize.topic_ids(api_key, api_version, body) if names.name(i) is None}
-        if unknown:
-            return self._after_resolving(unknown, frame, payload, header, body)
+        if any(names.name(i) is None for i in authorize.topic_ids(api_key, api_version, body)):
+            return self._after_resolving(frame, payload, header, body)
         return self._authorize(frame, payload, header, body)
 
     def _produce_allowed(self, data: bytearray | bytes, frame: tuple) -> bool:
@@ -277,7 +276,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             client_id, body = produce.read(data, frame[0], frame[1])
         except ValueError:
             return False  # the codec's decoding names what is wrong
-        self._note_client_id(client_id)
+        self.session.client_id_is(client_id)
         session = self.session
         plan = authorize.plan(apis.PRODUCE, frame[3], body,
                               lambda action, resource: self._pipeline.decide(session, action, resource),
@@ -288,16 +287,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._in_flight.append(InFlight(frame[4], apis.PRODUCE, frame[3]))
         return True
 
-    def _note_client_id(self, client_id: str | None) -> None:
-        """Rules may match the client id, so a new one gives the session a new decision key."""
-        session = self.session
-        if client_id != session.client_id:
-            session.client_id = client_id
-            session.authenticated(session.identity)
-
-    async def _after_resolving(self, unknown: set[bytes], frame: tuple, payload: bytes,
+    async def _after_resolving(self, frame: tuple, payload: bytes,
                                header: codec.RequestHeader, body: dict) -> Outcome:
-        await self._adapter.resolve_topic_ids(unknown)
+        await self._adapter.directory.refresh()  # learns every topic id the cluster has
         return self._authorize(frame, payload, header, body)
 
     def _authorize(self, frame: tuple, payload: bytes, header: codec.RequestHeader, body: dict) -> Outcome:

@@ -307,15 +307,7 @@ def test_a_rotated_password_takes_effect_without_restart(gateway):
     rotated = User(CONTRACTOR.name, "rotated-secret-77")
     gateway.cli("users", "rotate", CONTRACTOR.name, "--password-stdin", input=rotated.password + "\n")
     try:
-        deadline = time.monotonic() + 5
-        while True:  # the gateway rereads the file within a second
-            try:
-                connect(gateway.bootstrap, rotated).close()
-                break
-            except AssertionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        logs_in_again(gateway, rotated, within=5)  # the gateway rereads the file within a second
         with pytest.raises(AssertionError):
             connect(gateway.bootstrap, CONTRACTOR)
     finally:
@@ -365,7 +357,8 @@ def test_revocation_cuts_a_live_producer_off_within_a_second(gateway, kafka):
 
 
 def logs_in_again(gateway, user: User, within: float = 2) -> None:
-    """After `identities restore`, the workers see it within a poll interval."""
+    """Log in as `user`, retrying while the workers catch up with a change made through the CLI
+    (a restored identity, a rotated password)."""
     deadline = time.monotonic() + within
     while True:
         try:
