@@ -22,6 +22,7 @@ from brokerguard import registry
 from brokerguard.config import Config
 from brokerguard.pipeline import Pipeline
 from brokerguard.policy import load_rules
+from brokerguard.state import SqliteStateStore
 
 log = logging.getLogger("brokerguard")
 
@@ -83,6 +84,8 @@ def run_worker(config: Config) -> None:
 def run(config: Config) -> int:
     """Run the gateway in the foreground; returns the exit status."""
     load_rules(config.rules.dir)  # a broken rule set stops the start here, with its file and line
+    with SqliteStateStore(config.state.sqlite_path):  # created once, before workers open it together
+        pass
     if config.workers == 1:
         run_worker(config)
         return 0

@@ -387,3 +387,28 @@ def test_cli_shows_control_characters_escaped(tmp_path, capsys):
     run_cli("identities", "revoke", "evil\x1b[2J", "--state", path)
     run_cli("identities", "list", "--state", path)
     assert "\x1b" not in capsys.readouterr().out
+
+
+def _open_and_revoke(path: str, start, subject: str) -> None:
+    start.wait()
+    with SqliteStateStore(path) as store:
+        store.revoke(subject, "opened together", "test")
+
+
+def test_workers_opening_a_new_store_at_once_all_succeed(tmp_path):
+    """Workers start together on a store nobody has created yet: switching it to WAL needs the
+    file alone, so each must wait its turn rather than fail."""
+    context = multiprocessing.get_context("fork")
+    path = str(tmp_path / "new" / "state.db")
+    for attempt in range(5):
+        start = context.Event()
+        children = [context.Process(target=_open_and_revoke, args=(f"{path}{attempt}", start, f"s{i}"))
+                    for i in range(6)]
+        for child in children:
+            child.start()
+        start.set()
+        for child in children:
+            child.join(30)
+        assert [c.exitcode for c in children] == [0] * 6
+        with SqliteStateStore(f"{path}{attempt}") as store:
+            assert set(store.revocations()) == {f"s{i}" for i in range(6)}
