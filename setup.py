@@ -17,6 +17,7 @@ generate.ensure_schema()
 
 extensions = [
     Extension("brokerguard._native.frames", ["ext/frames.pyx"]),
+    Extension("brokerguard._native.records", ["ext/records.pyx"]),
 ]
 
 setup(
@@ -29,10 +30,12 @@ setup(
         "brokerguard",
         "brokerguard.identity",
         "brokerguard.policy",
+        "brokerguard.content",
         "brokerguard._native",
         "brokerguard.plugins",
         "brokerguard.plugins.kafka",
         "brokerguard.plugins.kafka.protocol",
+        "brokerguard.plugins.detectors",
     ],
     package_data={
         "brokerguard": ["py.typed"],

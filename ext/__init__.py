@@ -5,19 +5,21 @@ asks for the pure-Python twins (debugging, or a platform without a compiler).
 """
 import os
 
-from brokerguard._native.errors import FrameError
+from brokerguard._native.errors import FrameError, RecordError
 
 if os.environ.get("BROKERGUARD_NO_EXTENSIONS") == "1":
     from brokerguard._native import frames_py as _frames
+    from brokerguard._native import records_py as _records
 
     IMPLEMENTATION = "python"
 else:
     try:
         from brokerguard._native import frames as _frames
+        from brokerguard._native import records as _records
     except ImportError as err:
         # A silent fallback would hide a slow gateway; say how to fix it instead.
         raise ImportError(
-            "brokerguard._native.frames is not compiled: run `pip install -e .` to build it, "
+            f"a Cython extension is not compiled ({err}): run `pip install -e .` to build them, "
             "or set BROKERGUARD_NO_EXTENSIONS=1 to use the pure-Python twins"
         ) from err
 
@@ -29,12 +31,32 @@ parse_request_header = _frames.parse_request_header
 read_uvarint = _frames.read_uvarint
 write_uvarint = _frames.write_uvarint
 
+NONE = _records.NONE
+GZIP = _records.GZIP
+SNAPPY = _records.SNAPPY
+LZ4 = _records.LZ4
+ZSTD = _records.ZSTD
+Batch = _records.Batch
+Records = _records.Records
+read_batches = _records.read_batches
+encode_batch = _records.encode_batch
+
 __all__ = [
+    "GZIP",
     "IMPLEMENTATION",
+    "LZ4",
+    "NONE",
+    "SNAPPY",
+    "ZSTD",
+    "Batch",
     "FrameError",
+    "RecordError",
+    "Records",
     "RequestScanner",
     "ResponseScanner",
+    "encode_batch",
     "parse_request_header",
+    "read_batches",
     "read_uvarint",
     "write_uvarint",
 ]
