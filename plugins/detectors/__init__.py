@@ -1,0 +1,1 @@
+"""Built-in detectors (see `builtin`); each is registered in entry point group `brokerguard.detectors`."""
