@@ -107,6 +107,11 @@ class Bench:
         self.routes = routes
         self.topics = Topics(broker.bootstrap)
         self.runs: list[dict] = []
+        # JSON records for the content runs: validated on produce and masked on consume by the
+        # gateway (tests/rules/content.yaml's bench-content.* topics), plain JSON direct.
+        self.payloads = Path(tempfile.mkdtemp(prefix="bench-payloads-")) / "events.json"
+        self.payload_size = kt.write_json_payloads(self.payloads)
+        self.content_routes = [r for r in routes if r.name in (report.DIRECT, report.PRIMARY)]
 
     def warm_up(self) -> None:
         """Unmeasured: the broker's JIT and every route's code paths, before round 1."""
@@ -140,7 +145,7 @@ class Bench:
             if route.gateway.process.poll() is not None:
                 raise RuntimeError(f"gateway {route.name} exited:\n{route.gateway.log()[-4000:]}")
             row["gateway_cpu_s"] = round(cpu_seconds(route.pid) - gw0, 3)
-            if "bytes" in metrics and tool in ("produce", "consume"):
+            if "bytes" in metrics:
                 row["gateway_cpu_s_per_gb"] = round(row["gateway_cpu_s"] / (metrics["bytes"] / 1e9), 3)
         self.runs.append(row)
         print(f"  round {round_no} {tool:8} {route.name:13} {_brief(row)}", flush=True)
@@ -161,7 +166,7 @@ class Bench:
                                                     r.java_config),
                 timeout=a.tool_timeout).stdout, a.record_size))
         for r in order:
-            self.measure("consume", r, round_no, lambda r=r: self._consume(r, data[r.name], round_no))
+            self.measure("consume", r, round_no, lambda r=r: self._consume(r, data[r.name], a.records))
         for r in order:
             self.measure("e2e", r, round_no, lambda r=r: kt.parse_end_to_end(kt.run_tool(
                 kt.END_TO_END, *kt.end_to_end_args(r.bootstrap, e2e[r.name], a.latency_records,
@@ -171,20 +176,37 @@ class Bench:
             self.measure("probe", r, round_no, lambda r=r: kt.latency_probe(
                 r.bootstrap, probe[r.name], a.probe_records, a.record_size, security=r.security))
         self.topics.delete(names)  # 500 MB per data topic: keep the disk and page cache small
+        self.content_round(round_no)
 
-    def _consume(self, route: Route, topic: str, round_no: int) -> dict:
+    def content_round(self, round_no: int) -> None:
+        """JSON produce (validated by the gateway) and consume (masked by it) against direct."""
+        a = self.args
+        shift = (round_no - 1) % len(self.content_routes)
+        order = self.content_routes[shift:] + self.content_routes[:shift]
+        topics = {r.name: f"bench-content.{round_no}-{r.name}" for r in order}
+        self.topics.create(list(topics.values()))
+        for r in order:
+            self.measure("produce-json", r, round_no, lambda r=r: kt.parse_producer(kt.run_tool(
+                kt.PRODUCER_PERF, *kt.json_producer_args(r.bootstrap, topics[r.name], a.json_records, self.payloads,
+                                                         r.java_config),
+                timeout=a.tool_timeout).stdout, self.payload_size))
+        for r in order:
+            self.measure("consume-json", r, round_no, lambda r=r: self._consume(r, topics[r.name], a.json_records))
+        self.topics.delete(list(topics.values()))
+
+    def _consume(self, route: Route, topic: str, records: int) -> dict:
         out = kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(
-            route.bootstrap, topic, self.args.records, f"{topic}-group", route.java_config),
+            route.bootstrap, topic, records, f"{topic}-group", route.java_config),
             timeout=self.args.tool_timeout)
         metrics = kt.parse_consumer(out.stdout)
-        if metrics["records"] < self.args.records:
-            raise kt.ToolError(f"ConsumerPerformance read {metrics['records']} of {self.args.records} "
+        if metrics["records"] < records:
+            raise kt.ToolError(f"ConsumerPerformance read {metrics['records']} of {records} "
                                f"records via {route.name}:\n{out.stdout[-3000:]}")
         return metrics
 
 
 def _brief(row: dict) -> str:
-    if row["tool"] in ("produce", "consume"):
+    if "mb_per_s" in row:
         text = f"{row['mb_per_s']:8.1f} MB/s {row['records_per_s']:10.0f} rec/s"
     else:
         text = f"avg {row['avg_ms']:.3f} ms  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms"
@@ -198,6 +220,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--records", type=int, default=500_000, help="records per produce/consume run")
     p.add_argument("--record-size", type=int, default=1024, help="bytes per record value")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--json-records", type=int, default=300_000,
+                   help="JSON records (~300 bytes) per validated-produce and masked-consume run")
     p.add_argument("--latency-records", type=int, default=3_000, help="EndToEndLatency records per run")
     p.add_argument("--probe-records", type=int, default=2_000, help="latency probe records per run")
     p.add_argument("--no-plain-upstream", action="store_true",
@@ -209,7 +233,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py"]
+MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py", "bench/bench_records.py",
+                    "bench/bench_content.py"]
 
 
 def micro_benchmarks() -> list[dict]:
@@ -221,7 +246,8 @@ def micro_benchmarks() -> list[dict]:
                         f"--benchmark-json={out.name}"], cwd=ROOT, check=True, capture_output=True)
         data = json.loads(Path(out.name).read_text())
     return [{"group": b["group"], "name": b["name"], "median_us": b["stats"]["median"] * 1e6,
-             "rounds": b["stats"]["rounds"]} for b in data["benchmarks"]]
+             "rounds": b["stats"]["rounds"], "us_per_record": b.get("extra_info", {}).get("us_per_record")}
+            for b in data["benchmarks"]]
 
 
 def _interrupt(signum, frame):

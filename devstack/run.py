@@ -65,11 +65,21 @@ def client_settings(bootstrap: str, password: str) -> dict[str, str]:
             "sasl.mechanisms": DEMO_MECHANISM, "sasl.username": DEMO_USER, "sasl.password": password}
 
 
+def mask_key(path: Path) -> Path:
+    """The key of the masks' pseudonyms (rules/payments.yaml hashes emails): made once and kept,
+    so the same email gets the same pseudonym in every run."""
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path
+
+
 def gateway_config(broker: KafkaBroker, password_file: Path, work: Path) -> dict:
     return {
         "workers": 1,
         "identity": {"credentials_file": str(work / "credentials.json")},
         "rules": {"dir": str(SHIPPED_RULES)},
+        "content": {"hash_key_file": str(mask_key(work / "mask.key"))},
         "state": {"sqlite_path": str(work / "state.db")},
         "kafka": {
             "listen": {"host": GATEWAY_HOST, "port": GATEWAY_PORT,

@@ -270,6 +270,45 @@ class RulesConfig(_Strict):
             raise ValueError("`cache_size` must be at least 1")
 
 
+class ContentConfig(_Strict):
+    """How record content is handled under the rules' mask and validate obligations."""
+
+    # The key of the masks' `hash` strategy (stable pseudonyms): give it by env or file, so every
+    # worker and every restart makes the same pseudonym of the same value.
+    hash_key_env: str | None = None
+    hash_key_file: str | None = None
+    # A record batch may decompress to at most this much; more is refused as a decompression bomb.
+    max_uncompressed_bytes: int = 64 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.hash_key_env and self.hash_key_file:
+            raise ValueError("give one of `hash_key_env` and `hash_key_file`")
+        if self.hash_key_env and not os.environ.get(self.hash_key_env):
+            raise ValueError(f"`hash_key_env`: environment variable {self.hash_key_env} is not set")
+        if self.hash_key_file and not Path(self.hash_key_file).is_file():
+            raise ValueError(f"`hash_key_file` {self.hash_key_file} is not a readable file")
+        if self.max_uncompressed_bytes < 1024:
+            raise ValueError("`max_uncompressed_bytes` must be at least 1024")
+
+    def hash_key(self) -> Secret | None:
+        if self.hash_key_env:
+            return Secret(os.environ[self.hash_key_env])
+        if self.hash_key_file:
+            return Secret(Path(self.hash_key_file).read_text().rstrip("\r\n"))
+        return None
+
+
+class LimitsConfig(_Strict):
+    """Limits that are not per rule. Rates per identity and topic are rules' `limit`."""
+
+    # Live connections one identity may hold in one worker; 0 means no limit.
+    connections_per_identity: int = 0
+
+    def __post_init__(self) -> None:
+        if self.connections_per_identity < 0:
+            raise ValueError("`connections_per_identity` cannot be negative")
+
+
 class StateConfig(_Strict):
     """Where workers share revocations and reload requests (SQLite on one machine)."""
 
@@ -288,6 +327,8 @@ class Config(_Strict):
     drain_timeout_s: float = 30.0
     identity: IdentityConfig = IdentityConfig()
     rules: RulesConfig = RulesConfig()
+    content: ContentConfig = ContentConfig()
+    limits: LimitsConfig = LimitsConfig()
     state: StateConfig = StateConfig()
     kafka: KafkaConfig | None = None
 

@@ -4,7 +4,7 @@ adapters translate their wire requests into these, one (action, resource) pair a
 from __future__ import annotations
 
 import enum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from brokerguard.identity import Identity
 
@@ -55,12 +55,33 @@ class Verdict(enum.Enum):
     APPROVAL_REQUIRED = "approval_required"
 
 
+class Obligations(NamedTuple):
+    """What an allowed request must go through, set by the rule that allowed it and by every
+    `apply` rule that matched. The content objects come from brokerguard.content."""
+
+    mask: Any = None  # one MaskProfile combining every mask asked for; None: no masking
+    validations: tuple[Any, ...] = ()  # Validation objects, each applied
+    limits: tuple[tuple[str, Any], ...] = ()  # (rule source, policy.model.Limit)
+    sources: tuple[str, ...] = ()  # "file:rule" of each rule that set something
+    masks: tuple[str, ...] = ()  # the names of the mask profiles in `mask`
+
+    def describe(self) -> dict[str, object]:
+        """For people and JSON: names, not compiled objects."""
+        return {"mask": list(self.masks), "validate": [v.name for v in self.validations],
+                "limits": [{"rule": source, **{k: v for k, v in (
+                    ("bytes_per_s", limit.bytes_per_s), ("records_per_s", limit.records_per_s),
+                    ("requests_per_s", limit.requests_per_s), ("per", limit.per)) if v is not None}}
+                    for source, limit in self.limits],
+                "rules": list(self.sources)}
+
+
 class Decision(NamedTuple):
     verdict: Verdict
     file: str  # the rules file that produced it ("" for the default deny)
     rule: str  # the rule's name in that file ("default-deny" when no rule matched)
     reason: str  # for people: shown to the client in the protocol's error message, and audited
     cacheable: bool = True  # False when a time window took part: it may change by itself
+    obligations: Obligations | None = None  # only on allowed decisions that carry some
 
     @property
     def allowed(self) -> bool:

@@ -12,12 +12,13 @@ import asyncio
 import logging
 
 from brokerguard.config import Config
-from brokerguard.identity import Identity
+from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.identity.service import IdentityService
+from brokerguard.limits import RateLimiter
 from brokerguard.operations import AccessRequest, Decision, Resource
 from brokerguard.policy import PolicyEngine, load_rules
 from brokerguard.policy.cache import DecisionCache
-from brokerguard.errors import BrokerGuardError
+from brokerguard.errors import BrokerGuardError, ConfigError
 from brokerguard.session import Session
 from brokerguard.state import Change, SqliteStateStore, StateWatcher
 
@@ -32,8 +33,11 @@ class Pipeline:
         self.state = SqliteStateStore(config.state.sqlite_path)
         self.watcher = StateWatcher(self.state, config.state.poll_interval_ms / 1000, self._on_change)
         self.identities = IdentityService(config.identity, self.watcher.is_revoked)
-        self.policy: PolicyEngine = load_rules(config.rules.dir)
+        hash_key = config.content.hash_key()
+        self._hash_key = hash_key.reveal().encode() if hash_key is not None else None
+        self.policy: PolicyEngine = self._load_rules()
         self.decisions = DecisionCache(self.policy, config.rules.cache_size)
+        self.limiter = RateLimiter()
         self._sessions: dict[str, set[Session]] = {}
         self._maintenance: asyncio.Task | None = None
 
@@ -58,6 +62,14 @@ class Pipeline:
                 log.exception("identity maintenance failed; the credentials in force are kept")
 
     # -- sessions ------------------------------------------------------------------------------
+
+    def check_connections(self, identity: Identity) -> None:
+        """Refuse a new session beyond `limits.connections_per_identity` (this worker's count)."""
+        limit = self.config.limits.connections_per_identity
+        live = len(self._sessions.get(identity.subject, ()))
+        if limit and live >= limit:
+            raise AuthenticationFailed(f"{identity.subject} already holds {live} connections, the limit",
+                                       public="Too many connections for this identity")
 
     def authenticated(self, session: Session, identity: Identity) -> None:
         """Record that `session` now acts as `identity` (first login or re-authentication)."""
@@ -102,7 +114,7 @@ class Pipeline:
     def reload_rules(self) -> bool:
         """Swap in the rules directory's current contents; a broken set is refused, the old kept."""
         try:
-            policy = load_rules(self.config.rules.dir)
+            policy = self._load_rules()
         except BrokerGuardError as err:
             log.error("rules reload refused, keeping the rules in force: %s", err)
             return False
@@ -110,3 +122,10 @@ class Pipeline:
         self.decisions.reload(policy)
         log.info("rules reloaded from %s", self.config.rules.dir)
         return True
+
+    def _load_rules(self) -> PolicyEngine:
+        policy = load_rules(self.config.rules.dir, self._hash_key)
+        if self._hash_key is None and any(spec.compiled.uses_hash for spec in policy.rules.masks):
+            raise ConfigError("a mask uses the `hash` strategy but no key is configured: set "
+                              "`content.hash_key_env` or `content.hash_key_file`")
+        return policy

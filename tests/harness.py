@@ -18,6 +18,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 BROKERGUARD = str(Path(sys.executable).with_name("brokerguard"))
 PASSWORD_ENV = "BROKERGUARD_TEST_UPSTREAM_PASSWORD"
+MASK_KEY_ENV = "BROKERGUARD_TEST_MASK_KEY"
+MASK_KEY = "test-mask-key-7d1e0a"  # keys the masks' hash strategy in every test gateway
 BROKER_PORTS = 4
 TEST_RULES = ROOT / "tests" / "rules"
 SHIPPED_RULES = ROOT / "rules"
@@ -118,12 +120,13 @@ class Gateway:
             "identity": {"credentials_file": str(self.credentials_file), "failed_auth_delay_ms": 20,
                          **(identity or {})},
             "rules": {"dir": str(rules)},
+            "content": {"hash_key_env": MASK_KEY_ENV},
             "state": {"sqlite_path": str(self.work_dir / "state.db"), "poll_interval_ms": 100},
             "kafka": kafka_section,
         }
         self.config_file = self.work_dir / "gateway.yaml"
         self.log_file = self.work_dir / "gateway.log"
-        self.env = {**os.environ, PASSWORD_ENV: kafka.password}
+        self.env = {**os.environ, PASSWORD_ENV: kafka.password, MASK_KEY_ENV: MASK_KEY}
         self.process: subprocess.Popen | None = None
 
     @property

@@ -19,6 +19,6 @@ __all__ = ["DecisionCache", "Explanation", "PolicyEngine", "Problem", "RuleSet",
            "load_rules", "parse_files"]
 
 
-def load_rules(directory: str | os.PathLike[str]) -> PolicyEngine:
+def load_rules(directory: str | os.PathLike[str], hash_key: bytes | None = None) -> PolicyEngine:
     """The engine for a rules directory; raises RulesError listing every problem in it."""
-    return PolicyEngine(load(directory))
+    return PolicyEngine(load(directory, hash_key))

@@ -125,11 +125,19 @@ def run_eval(args: argparse.Namespace, out: TextIO | None = None) -> int:
     print(f"rule:      {decision.source}", file=out)
     print(f"reason:    {decision.reason}", file=out)
     print(f"cacheable: {'yes' if decision.cacheable else 'no (a time window took part)'}", file=out)
+    if decision.obligations is not None:
+        described = decision.obligations.describe()
+        for key in ("mask", "validate"):
+            if described[key]:
+                print(f"{key + ':':<10} {', '.join(described[key])}", file=out)  # type: ignore[arg-type]
+        for limit in described["limits"]:  # type: ignore[union-attr]
+            rates = ", ".join(f"{k} {v}" for k, v in limit.items() if k != "rule")
+            print(f"limit:     {rates} (by {limit['rule']})", file=out)
     if args.explain:
         print("rules:", file=out)
         for item in explanations:
             rule = engine.rule(item.file, item.rule)
-            effect = rule.verdict.value if rule is not None else "?"
+            effect = "?" if rule is None else rule.verdict.value if rule.verdict is not None else "apply"
             mark = "match" if item.matched else "no   "
             why = f": {item.why_not}" if item.why_not else ""
             print(f"  {mark} {item.file}:{item.rule} ({effect}){why}", file=out)

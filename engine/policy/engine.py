@@ -14,6 +14,10 @@ rule's verdict is the decision.
 A decision is `cacheable` unless a time window was evaluated on the way to it: a rule whose
 resource, identity and client matched but whose window was checked could turn out differently
 at another time.
+
+Obligations (mask, validate, limit) ride on allowed decisions: those of the allow rule that
+decided, plus those of every `apply` rule that matches the same request. `apply` rules sit in
+buckets of their own, walked only once an allow has been found.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from brokerguard.identity import Identity
-from brokerguard.operations import AccessRequest, Client, Decision, Verdict
+from brokerguard.operations import AccessRequest, Client, Decision, Obligations, Verdict
 from brokerguard.policy.globs import compile_glob
 from brokerguard.policy.model import (
     DAYS,
@@ -101,9 +105,9 @@ class _Candidate:
     """A rule as a bucket holds it: the tests `decide()` runs and the decisions it returns."""
 
     __slots__ = ("parts", "who", "exempt", "client", "window", "fixed", "fixed_timed", "verdict",
-                 "file", "name")
+                 "file", "name", "obligations")
 
-    def __init__(self, parts: _Parts) -> None:
+    def __init__(self, parts: _Parts, obligations: Obligations | None = None) -> None:
         rule = parts.rule
         self.parts = parts
         self.who = parts.who
@@ -113,17 +117,38 @@ class _Candidate:
         self.verdict = rule.verdict
         self.file = rule.file
         self.name = rule.name
+        self.obligations = obligations
         # With a written reason the decision is the same every time: build it once.
         self.fixed = self.fixed_timed = None
-        if rule.reason is not None:
-            self.fixed = Decision(rule.verdict, rule.file, rule.name, rule.reason, True)
-            self.fixed_timed = Decision(rule.verdict, rule.file, rule.name, rule.reason, False)
+        if rule.reason is not None and rule.verdict is not None:
+            self.fixed = Decision(rule.verdict, rule.file, rule.name, rule.reason, True, obligations)
+            self.fixed_timed = Decision(rule.verdict, rule.file, rule.name, rule.reason, False, obligations)
+
+    def matches(self, request: AccessRequest, now: float | None) -> tuple[bool, bool, float | None]:
+        """Whether identity, client and time window match (the resource already does); whether
+        the window was evaluated (the answer may change by itself); the clock reading."""
+        test = self.who
+        if test is not None and not test(request.identity):
+            return False, False, now
+        test = self.exempt
+        if test is not None and test(request.identity):
+            return False, False, now
+        client = self.client
+        if client is not None and not client(request.client):
+            return False, False, now
+        window = self.window
+        if window is not None:
+            if now is None:
+                now = time.time()
+            return window(now), True, now
+        return True, False, now
 
     def decision(self, request: AccessRequest, timed: bool) -> Decision:
         if self.fixed is not None:
             return self.fixed_timed if timed else self.fixed  # type: ignore[return-value]
+        assert self.verdict is not None
         return Decision(self.verdict, self.file, self.name, default_reason(self.verdict, self.file, self.name,
-                                                                           request), not timed)
+                                                                           request), not timed, self.obligations)
 
 
 class _Bucket:
@@ -167,19 +192,23 @@ class PolicyEngine:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
         self._parts: list[_Parts] = []
+        masks = {spec.name: spec.compiled for spec in rules.masks}
+        validations = {spec.name: spec.compiled for spec in rules.validations}
         grouped: dict[tuple[str, str], list[_Candidate]] = {}
+        applying: dict[tuple[str, str], list[_Candidate]] = {}
         for file_index, rules_file in enumerate(rules.files):
             for rule_index, rule in enumerate(rules_file.rules):
-                parts = _Parts(rules_file, rule, (PRECEDENCE[rule.verdict], file_index, rule_index))
+                strength = PRECEDENCE[rule.verdict] if rule.verdict is not None else len(PRECEDENCE)
+                parts = _Parts(rules_file, rule, (strength, file_index, rule_index))
                 self._parts.append(parts)
-                candidate = _Candidate(parts)
+                candidate = _Candidate(parts, _obligations(rule, masks, validations))
+                into = grouped if rule.verdict is not None else applying
                 for kind, actions in rule.targets:
                     for action in actions:
-                        grouped.setdefault((kind, action), []).append(candidate)
-        self._buckets: dict[tuple[str, str], _Bucket] = {}
-        for (kind, action), candidates in grouped.items():
-            candidates.sort(key=lambda candidate: candidate.parts.order)
-            self._buckets[(kind, action)] = _Bucket(kind, candidates)
+                        into.setdefault((kind, action), []).append(candidate)
+        self._buckets = _buckets(grouped)
+        self._applying = _buckets(applying)
+        self._combined: dict[tuple[Obligations, ...], Obligations] = {}
 
     def decide(self, request: AccessRequest, now: float | None = None) -> Decision:
         """The decision for one request; `now` (epoch seconds) defaults to the clock, read only if a
@@ -188,27 +217,36 @@ class PolicyEngine:
         bucket = self._buckets.get((resource.kind, request.action))
         if bucket is None:
             return default_deny(request, False)
-        identity = request.identity
         timed = False
         for candidate in bucket.candidates(resource.name):
-            test = candidate.who
-            if test is not None and not test(identity):
+            matched, windowed, now = candidate.matches(request, now)
+            timed = timed or windowed
+            if not matched:
                 continue
-            test = candidate.exempt
-            if test is not None and test(identity):
-                continue
-            client = candidate.client
-            if client is not None and not client(request.client):
-                continue
-            window = candidate.window
-            if window is not None:
-                timed = True
-                if now is None:
-                    now = time.time()
-                if not window(now):
-                    continue
-            return candidate.decision(request, timed)
+            decision = candidate.decision(request, timed)
+            applying = self._applying.get((resource.kind, request.action))
+            if applying is not None and decision.verdict is Verdict.ALLOW:
+                decision = self._apply(decision, applying.candidates(resource.name), request, now)
+            return decision
         return default_deny(request, timed)
+
+    def _apply(self, decision: Decision, candidates: tuple[_Candidate, ...], request: AccessRequest,
+               now: float | None) -> Decision:
+        """`decision` with the obligations of every matching `apply` rule added."""
+        found = [decision.obligations] if decision.obligations is not None else []
+        timed = not decision.cacheable
+        for candidate in candidates:
+            matched, windowed, now = candidate.matches(request, now)
+            timed = timed or windowed
+            if matched and candidate.obligations is not None:
+                found.append(candidate.obligations)
+        if not found:
+            return decision._replace(cacheable=not timed)
+        key = tuple(found)
+        combined = self._combined.get(key)
+        if combined is None:
+            combined = self._combined[key] = _combine(found)
+        return decision._replace(obligations=combined, cacheable=not timed)
 
     def explain(self, request: AccessRequest, now: float | None = None) -> list[Explanation]:
         """Every rule of every file, in file order, with whether it matched the request and if not,
@@ -226,6 +264,42 @@ class PolicyEngine:
             if parts.rule.file == file and parts.rule.name == name:
                 return parts.rule
         return None
+
+
+def _buckets(grouped: dict[tuple[str, str], list[_Candidate]]) -> dict[tuple[str, str], _Bucket]:
+    buckets = {}
+    for (kind, action), candidates in grouped.items():
+        candidates.sort(key=lambda candidate: candidate.parts.order)
+        buckets[(kind, action)] = _Bucket(kind, candidates)
+    return buckets
+
+
+def _obligations(rule: Rule, masks: dict[str, Any], validations: dict[str, Any]) -> Obligations | None:
+    if not rule.has_obligations:
+        return None
+    profiles = [masks[name] for name in rule.mask]
+    mask = None
+    if len(profiles) == 1:
+        mask = profiles[0]
+    elif profiles:
+        from brokerguard.content import combine
+
+        mask = combine(profiles)
+    limits = ((rule.source, rule.limit),) if rule.limit is not None else ()
+    return Obligations(mask, tuple(validations[name] for name in rule.validate), limits, (rule.source,), rule.mask)
+
+
+def _combine(found: list[Obligations]) -> Obligations:
+    if len(found) == 1:
+        return found[0]
+    from brokerguard.content import combine
+
+    masks = [o.mask for o in found if o.mask is not None]
+    mask = masks[0] if len(masks) == 1 else combine(masks) if masks else None
+    validations = tuple(dict.fromkeys(v for o in found for v in o.validations))
+    return Obligations(mask, validations, tuple(l for o in found for l in o.limits),
+                       tuple(s for o in found for s in o.sources),
+                       tuple(dict.fromkeys(name for o in found for name in o.masks)))
 
 
 # -- decisions -------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import functools
 import ipaddress
 import os
 import re
+import secrets
 import zoneinfo
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,13 +22,17 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from brokerguard.operations import ACTIONS, ALL_ACTIONS
 from brokerguard.policy import globs
 from brokerguard.policy.model import (
+    APPLY,
+    LIMIT_PER,
     DAYS,
     EFFECTS,
     KIND_KEYS,
     KIND_WORDS,
     RESOURCE_KEYS,
     ClientMatcher,
+    ContentSpec,
     IdentityMatcher,
+    Limit,
     Names,
     Resources,
     Rule,
@@ -38,10 +43,12 @@ from brokerguard.policy.model import (
 from brokerguard.policy.problems import Problem, RulesError
 from brokerguard.policy.source import Reader, listing, scalar, suggest
 
-FILE_KEYS = ("description", "resources", "rules")
+FILE_KEYS = ("description", "resources", "masks", "validations", "rules")
 NARROWING_KEYS = tuple(RESOURCE_KEYS)
-RULE_KEYS = ("name", *EFFECTS, "who", "except", "topics", "groups", "transactional_ids", "cluster",
-             "client", "when", "reason")
+OBLIGATION_KEYS = ("mask", "validate", "limit")
+RULE_KEYS = ("name", *EFFECTS, APPLY, "who", "except", "topics", "groups", "transactional_ids", "cluster",
+             "client", "when", "reason", *OBLIGATION_KEYS)
+LIMIT_KEYS = ("bytes_per_s", "records_per_s", "requests_per_s", "per")
 IDENTITY_KEYS = ("subjects", "groups", "claims", "mechanisms")
 CLIENT_KEYS = ("addresses", "client_ids", "software")
 WINDOW_KEYS = ("days", "hours", "timezone")
@@ -65,8 +72,11 @@ def test_paths(directory: str | os.PathLike[str]) -> list[Path]:
                   if path.name.endswith(_TEST_SUFFIXES) and not path.name.startswith(".") and path.is_file())
 
 
-def load(directory: str | os.PathLike[str]) -> RuleSet:
-    """Read and check every rules file in `directory`; raise RulesError listing every problem."""
+def load(directory: str | os.PathLike[str], hash_key: bytes | None = None) -> RuleSet:
+    """Read and check every rules file in `directory`; raise RulesError listing every problem.
+
+    `hash_key` keys the masks' `hash` strategy; without one (checking and testing rules) a
+    throwaway key is used, so pseudonyms differ from the gateway's but every spec is checked."""
     where = str(directory)
     if not Path(directory).is_dir():
         reason = "not a directory" if Path(directory).exists() else "no such directory"
@@ -84,15 +94,17 @@ def load(directory: str | os.PathLike[str]) -> RuleSet:
             problems.append(Problem(str(path), 0, 0, f"cannot read: {err.strerror}"))
     if problems:
         raise RulesError(problems)
-    return parse_files(sources, directory=where)
+    return parse_files(sources, directory=where, hash_key=hash_key)
 
 
-def parse_files(sources: Iterable[tuple[str, bytes | str]], directory: str = "") -> RuleSet:
+def parse_files(sources: Iterable[tuple[str, bytes | str]], directory: str = "",
+                hash_key: bytes | None = None) -> RuleSet:
     """Check the given (path, content) pairs as one rule set; raise RulesError listing every problem."""
     files: list[RulesFile] = []
     problems: list[Problem] = []
     warnings: list[Problem] = []
     seen: dict[str, str] = {}
+    content = _ContentReader(directory, hash_key)
     for path, data in sorted(sources, key=lambda source: os.path.basename(source[0])):
         name = os.path.basename(path)
         if name in seen:
@@ -100,15 +112,18 @@ def parse_files(sources: Iterable[tuple[str, bytes | str]], directory: str = "")
                                                 "decisions name files by their base name"))
             continue
         seen[name] = path
-        reader = _FileReader(path)
+        reader = _FileReader(path, content)
         parsed = reader.read(data)
         problems.extend(sorted(reader.problems, key=lambda problem: (problem.line, problem.col)))
         warnings.extend(sorted(reader.warnings, key=lambda problem: (problem.line, problem.col)))
         if parsed is not None:
             files.append(parsed)
+    if not problems:
+        problems += content.check_references(files)
     if problems:
         raise RulesError(problems, warnings)
-    return RuleSet(directory=directory, files=tuple(files), warnings=tuple(warnings))
+    return RuleSet(directory=directory, files=tuple(files), warnings=tuple(warnings),
+                   masks=tuple(content.masks.values()), validations=tuple(content.validations.values()))
 
 
 def parse_file(path: str, data: bytes | str) -> RulesFile:
@@ -133,8 +148,87 @@ def check_timezone(name: str) -> str | None:
             f"Europe/Berlin, America/New_York or UTC")
 
 
+class _ContentReader:
+    """The named masks and validations of a whole rule set: defined in any file, compiled once,
+    and referenced by name from rules in any file."""
+
+    def __init__(self, directory: str, hash_key: bytes | None) -> None:
+        self.base_dir = directory or "."
+        self.hash_key = hash_key if hash_key is not None else secrets.token_bytes(32)
+        self.masks: dict[str, ContentSpec] = {}
+        self.validations: dict[str, ContentSpec] = {}
+        self._references: list[tuple[str, Node, str, str]] = []  # (path, node, kind, name)
+
+    def define(self, reader: Reader, kind: str, node: Node) -> None:
+        """Read a `masks:` or `validations:` section: a mapping of names to specs."""
+        from brokerguard import content
+
+        table = self.masks if kind == "masks" else self.validations
+        word = "mask" if kind == "masks" else "validation"
+        if not isinstance(node, MappingNode):
+            reader.error(node, f"`{kind}` must be a mapping of {word} names to their definitions")
+            return
+        for key_node, value_node in node.value:
+            name = reader.text(key_node, f"a {word} name")
+            if name is None:
+                continue
+            if not RULE_NAME.match(name):
+                reader.error(key_node, f"{word} name `{name}` may use only lowercase letters, digits and '-'")
+                continue
+            if name in table:
+                first = table[name]
+                reader.error(key_node, f"{word} `{name}` is already defined in {first.file} at line {first.line}")
+                continue
+            spec = reader.value(value_node, f"{word} `{name}`")
+            if spec is None:
+                continue
+            try:
+                if kind == "masks":
+                    compiled = content.compile_profile(name, spec, detectors=content.builtin_detectors(),
+                                                       hash_key=self.hash_key)
+                else:
+                    compiled = content.compile_validation(name, spec, self.base_dir)
+            except content.ContentSpecError as err:
+                reader.error(_node_at(value_node, err.path), f"{word} `{name}`, at {err.path}: {err.message}")
+                continue
+            table[name] = ContentSpec(name, os.path.basename(reader.path), key_node.start_mark.line + 1, spec,
+                                      compiled)
+
+    def refer(self, path: str, node: Node, kind: str, name: str) -> None:
+        self._references.append((path, node, kind, name))
+
+    def check_references(self, files: list[RulesFile]) -> list[Problem]:
+        problems = []
+        for path, node, kind, name in self._references:
+            table = self.masks if kind == "mask" else self.validations
+            if name not in table:
+                known = ", ".join(sorted(table)) or "none are defined"
+                problems.append(Problem(path, node.start_mark.line + 1, node.start_mark.column + 1,
+                                        f"no {kind} named `{name}`{suggest(name, table)}; defined: {known}"))
+        return problems
+
+
+def _node_at(node: Node, path: str) -> Node:
+    """The node a spec error points at (`$.fields[2].strategy`), or the nearest one above it."""
+    for key, index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
+        if key and isinstance(node, MappingNode):
+            found = next((value for name, value in node.value if getattr(name, "value", None) == key), None)
+        elif index and isinstance(node, SequenceNode) and int(index) < len(node.value):
+            found = node.value[int(index)]
+        else:
+            found = None
+        if found is None:
+            break
+        node = found
+    return node
+
+
 class _FileReader(Reader):
     """Reads one rules file; the schema lives in its methods, one per section."""
+
+    def __init__(self, path: str, content: _ContentReader) -> None:
+        super().__init__(path)
+        self.content = content
 
     def read(self, data: bytes | str) -> RulesFile | None:
         root = self.compose(data)
@@ -147,6 +241,9 @@ class _FileReader(Reader):
         description = ""
         if "description" in entries:
             description = self.text(entries["description"][1], "`description`") or ""
+        for section in ("masks", "validations"):
+            if section in entries:
+                self.content.define(self, section, entries[section][1])
         resources = None
         if "resources" in entries:
             resources = self.resources(entries["resources"][1])
@@ -229,9 +326,10 @@ class _FileReader(Reader):
             narrowing = self.narrowing(entries, resources)
             kinds = tuple(kind for kind in narrowing.kinds if kinds is None or kind in kinds) or None
 
-        effects = sorted((key for key in EFFECTS if key in entries), key=lambda key: entries[key][0].start_mark.index)
+        effects = sorted((key for key in (*EFFECTS, APPLY) if key in entries),
+                         key=lambda key: entries[key][0].start_mark.index)
         if not effects:
-            self.error(node, f"{label} needs exactly one of `allow`, `deny` or `require_approval`")
+            self.error(node, f"{label} needs exactly one of `allow`, `deny`, `require_approval` or `apply`")
         for extra in effects[1:]:
             self.error(entries[extra][0], f"{label} has both `{effects[0]}` and `{extra}`: "
                                           "give each effect its own rule")
@@ -252,6 +350,7 @@ class _FileReader(Reader):
         reason = None
         if "reason" in entries:
             reason = self.text(entries["reason"][1], "`reason`")
+        mask, validate, limit = self.obligations(node, entries, effects[0] if effects else None, label)
 
         if len(self.problems) > before or not name or not effects or kinds is None:
             return None
@@ -260,9 +359,59 @@ class _FileReader(Reader):
             possible = ACTIONS[kind] if "*" in actions else ACTIONS[kind] & frozenset(actions)
             if possible:
                 targets.append((kind, frozenset(possible)))
-        return Rule(file=file, name=name, verdict=EFFECTS[effects[0]], actions=actions, targets=tuple(targets),
-                    narrowing=narrowing, who=who, exempt=exempt, client=client, when=when, reason=reason,
-                    line=line, col=node.start_mark.column + 1)
+        return Rule(file=file, name=name, verdict=EFFECTS.get(effects[0]), actions=actions,
+                    targets=tuple(targets), narrowing=narrowing, who=who, exempt=exempt, client=client,
+                    when=when, reason=reason, line=line, col=node.start_mark.column + 1, mask=mask,
+                    validate=validate, limit=limit)
+
+    def obligations(self, node: Node, entries: dict[str, tuple[Node, Node]], effect: str | None,
+                    label: str) -> tuple[tuple[str, ...], tuple[str, ...], Limit | None]:
+        """A rule's `mask`, `validate` and `limit`: only on what is allowed (`allow` or `apply`)."""
+        given = [key for key in OBLIGATION_KEYS if key in entries]
+        if effect == APPLY and not given:
+            self.error(node, f"{label} is an `apply` rule without `mask`, `validate` or `limit`: it would do nothing")
+        if effect in ("deny", "require_approval"):
+            for key in given:
+                self.error(entries[key][0], f"`{key}` applies to what a rule allows; `{effect}` allows nothing: "
+                                            "put it on an `allow` or `apply` rule")
+            return (), (), None
+        named = {}
+        for key, kind in (("mask", "mask"), ("validate", "validation")):
+            names: list[str] = []
+            if key in entries:
+                value = entries[key][1]
+                items = [(self.text(value, f"`{key}`"), value)] if isinstance(value, ScalarNode) else \
+                    self.texts(value, f"`{key}`") or []
+                for item_name, item in items:
+                    if item_name is not None:
+                        self.content.refer(self.path, item, kind, item_name)
+                        names.append(item_name)
+            named[key] = tuple(names)
+        limit = self.limit(entries["limit"][1]) if "limit" in entries else None
+        return named["mask"], named["validate"], limit
+
+    def limit(self, node: Node) -> Limit | None:
+        entries = self.mapping(node, "`limit`", LIMIT_KEYS)
+        if entries is None:
+            return None
+        rates: dict[str, float] = {}
+        for key in LIMIT_KEYS[:3]:
+            if key in entries:
+                value = scalar(entries[key][1]) if isinstance(entries[key][1], ScalarNode) else None
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    self.error(entries[key][1], f"`limit.{key}` must be a number above 0")
+                else:
+                    rates[key] = float(value)
+        if not any(key in entries for key in LIMIT_KEYS[:3]):
+            self.error(node, "`limit` needs bytes_per_s, records_per_s or requests_per_s")
+            return None
+        per = "resource"
+        if "per" in entries:
+            per = self.text(entries["per"][1], "`limit.per`") or per
+            if per not in LIMIT_PER:
+                self.error(entries["per"][1], f"`limit.per` is `resource` (each topic its own allowance) or "
+                                              "`identity` (one allowance for all)")
+        return Limit(per=per, **rates)
 
     def rule_name(self, node: Node, entries: dict[str, tuple[Node, Node]], names: dict[str, int]) -> str | None:
         if "name" not in entries:

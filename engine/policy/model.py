@@ -38,6 +38,9 @@ EFFECTS: dict[str, Verdict] = {
     "allow": Verdict.ALLOW,
 }
 PRECEDENCE: dict[Verdict, int] = {Verdict.DENY: 0, Verdict.APPROVAL_REQUIRED: 1, Verdict.ALLOW: 2}
+# The effect of a rule that grants nothing: it only adds its obligations to what other rules allow.
+APPLY = "apply"
+LIMIT_PER = ("resource", "identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +119,34 @@ class TimeWindow:
 
 
 @dataclass(frozen=True, slots=True)
+class Limit:
+    """A rate an identity may not exceed, enforced the way Kafka quotas are: by delaying it.
+
+    `per` is "resource": one allowance per identity and topic; "identity": one allowance per
+    identity shared by every resource the rule covers."""
+
+    bytes_per_s: float | None = None
+    records_per_s: float | None = None
+    requests_per_s: float | None = None
+    per: str = "resource"
+
+
+@dataclass(frozen=True, slots=True)
+class ContentSpec:
+    """A named mask profile or validation, as written in a rules file, and compiled."""
+
+    name: str
+    file: str
+    line: int
+    spec: Any  # the YAML as plain data
+    compiled: Any  # brokerguard.content MaskProfile or Validation
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     file: str  # basename of the file it is in, e.g. "payments.yaml"
     name: str
-    verdict: Verdict
+    verdict: Verdict | None  # None: an `apply` rule, which only adds obligations
     actions: tuple[str, ...]  # as written; "*" is every action of the kinds it applies to
     # The (kind, actions) pairs this rule can decide: its kinds (the file's, or those it narrows
     # to) with the actions that exist for each.
@@ -132,6 +159,14 @@ class Rule:
     reason: str | None = None  # None: a reason is built from the decision
     line: int = 0
     col: int = 0
+    # Obligations on what the rule allows (or, for `apply`, on what others allow).
+    mask: tuple[str, ...] = ()  # mask profile names
+    validate: tuple[str, ...] = ()  # validation names
+    limit: Limit | None = None
+
+    @property
+    def has_obligations(self) -> bool:
+        return bool(self.mask or self.validate or self.limit)
 
     @property
     def source(self) -> str:
@@ -152,6 +187,8 @@ class RuleSet:
     directory: str
     files: tuple[RulesFile, ...]  # in file-name order, the order ties between rules are settled in
     warnings: tuple[Problem, ...] = ()
+    masks: tuple[ContentSpec, ...] = ()  # named mask profiles, from any file of the set
+    validations: tuple[ContentSpec, ...] = ()
 
     def rules(self) -> Iterator[tuple[RulesFile, Rule]]:
         for rules_file in self.files:

@@ -34,7 +34,7 @@ from brokerguard.policy.source import Reader, suggest
 
 TEST_FILE_KEYS = ("tests",)
 TEST_KEYS = ("name", "input", "expect")
-EXPECT_KEYS = ("decision", "rule", "reason")
+EXPECT_KEYS = ("decision", "rule", "reason", "mask", "validate")
 VERDICTS = {verdict.value: verdict for verdict in Verdict}
 
 
@@ -43,6 +43,8 @@ class Expectation:
     verdict: Verdict
     rule: str | None = None  # "file:rule" or "rule"
     reason: str | None = None  # a part of the reason
+    mask: tuple[str, ...] | None = None  # the mask profiles applied, in any order; [] for none
+    validate: tuple[str, ...] | None = None  # likewise the validations
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +81,12 @@ class TestResult:
                 out.append("rule")
         if expect.reason is not None and expect.reason not in decision.reason:
             out.append("reason")
+        obligations = decision.obligations
+        if expect.mask is not None and set(expect.mask) != set(obligations.masks if obligations else ()):
+            out.append("mask")
+        if expect.validate is not None and set(expect.validate) != {
+                v.name for v in (obligations.validations if obligations else ())}:
+            out.append("validate")
         return out
 
 
@@ -182,9 +190,19 @@ def _read_expect(reader: Reader, node: Node, rules: RuleSet | None) -> Expectati
             if problem:
                 reader.error(rule_node, problem)
     reason = reader.text(entries["reason"][1], "`expect.reason`") if "reason" in entries else None
+    named: dict[str, tuple[str, ...] | None] = {"mask": None, "validate": None}
+    for key in named:
+        if key in entries:
+            value = reader.value(entries[key][1], f"`expect.{key}`")
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+                reader.error(entries[key][1], f"`expect.{key}` must be a name or a list of names ([] for none)")
+            else:
+                named[key] = tuple(value)
     if verdict is None:
         return None
-    return Expectation(verdict, rule, reason)
+    return Expectation(verdict, rule, reason, named["mask"], named["validate"])
 
 
 def _unknown_rule(written: str, rules: RuleSet) -> str | None:
@@ -256,6 +274,10 @@ def _expected_words(expect: Expectation) -> str:
         words += f" by {expect.rule}"
     if expect.reason:
         words += f", reason containing {expect.reason!r}"
+    for key in ("mask", "validate"):
+        names = getattr(expect, key)
+        if names is not None:
+            words += f", {key} [{', '.join(names)}]"
     return words
 
 
@@ -279,6 +301,10 @@ def render_text(reports: list[Report], verbose: bool = False, coverage: bool = F
             lines.append(f"  at       {case.file}:{case.line}")
             lines.append(f"  expected {_expected_words(case.expect)}")
             lines.append(f"  actual   {decision.verdict.value} by {decision.source}: {decision.reason}")
+            if decision.obligations is not None:
+                described = decision.obligations.describe()
+                lines.append(f"           mask [{', '.join(described['mask'])}], "  # type: ignore[arg-type]
+                             f"validate [{', '.join(described['validate'])}]")  # type: ignore[arg-type]
         if coverage and report.rules is not None:
             total = report.rule_count()
             hit = total - sum(len(missed) for missed in report.uncovered().values())
@@ -342,8 +368,11 @@ def render_json(reports: list[Report], coverage: bool = False) -> str:
 
 
 def decision_json(decision: Decision) -> dict[str, object]:
-    return {"decision": decision.verdict.value, "file": decision.file, "rule": decision.rule,
-            "reason": decision.reason, "cacheable": decision.cacheable}
+    out: dict[str, object] = {"decision": decision.verdict.value, "file": decision.file, "rule": decision.rule,
+                              "reason": decision.reason, "cacheable": decision.cacheable}
+    if decision.obligations is not None:
+        out["obligations"] = decision.obligations.describe()
+    return out
 
 
 def problem_json(problem: Problem) -> dict[str, object]:

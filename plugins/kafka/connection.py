@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any, Union
 from brokerguard._native import FrameError, RequestScanner, ResponseScanner
 from brokerguard.errors import BrokerGuardError, ProtocolError
 from brokerguard.identity import AuthenticationFailed, Identity
+from brokerguard.operations import Decision, Obligations, Resource
 from brokerguard.session import Session
 
-from . import apis, authorize, produce
+from . import answers, apis, authorize, content, produce
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -56,23 +57,43 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 
 class InFlight:
     """A request waiting for its response. `local` holds an answer the gateway made itself;
-    `merge` edits the broker's decoded response before it goes back (denied parts, hidden ones)."""
+    `merge` edits the broker's decoded response before it goes back (denied parts, hidden ones,
+    masked records); `throttle_s` holds the response that long (a rate limit's debt)."""
 
-    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge")
+    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge", "throttle_s")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, local: bytes | None = None,
-                 merge: Callable[[dict], None] | None = None):
+                 merge: Callable[[dict], None] | None = None, throttle_s: float = 0.0):
         self.correlation_id = correlation_id
         self.api_key = api_key
         self.api_version = api_version
         self.local = local
         self.merge = merge
+        self.throttle_s = throttle_s
+
+
+def _chain(steps: list) -> Callable[[dict], None] | None:
+    steps = [step for step in steps if step is not None]
+    if len(steps) <= 1:
+        return steps[0] if steps else None
+
+    def run(response: dict) -> None:
+        for step in steps:
+            step(response)
+    return run
+
+
+def _throttle_merge(seconds: float) -> Callable[[dict], None]:
+    def merge(response: dict) -> None:
+        response["throttle_time_ms"] = max(response.get("throttle_time_ms") or 0, int(seconds * 1000))
+    return merge
 
 
 # What handling a request frame comes to: forward it as it is (None), forward these bytes instead
 # (bytes), nothing more to send upstream (DONE), or first wait for this (a coroutine that returns
 # one of the others).
 DONE = object()
+_DECODE = object()  # the Produce hot path could not decide: decode the request whole
 _WAIT = object()  # a frame that arrived while earlier ones wait: it waits behind them
 Outcome = Union[None, bytes, object, Coroutine[Any, Any, Any]]
 # Requests a client may send before it has authenticated; anything else closes the connection.
@@ -106,6 +127,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._reading_paused = False
         self._idle = asyncio.Event()
         self._expiry: asyncio.TimerHandle | None = None
+        # Responses held for a throttle: (monotonic release time, chunks), in client order.
+        self._held_out: collections.deque[tuple[float, list]] = collections.deque()
+        self._muted_until = 0.0  # reading paused for a throttle (acks=0 produces) until then
+        self._upstream_full = False
         self.session: Session
         self._login: ClientLogin
 
@@ -179,6 +204,9 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self._expiry is not None:
             self._expiry.cancel()
         if self._transport is not None:
+            if self._held_out and not self._transport.is_closing():
+                self._transport.writelines([chunk for _, chunks in self._held_out for chunk in chunks])
+            self._held_out.clear()
             self._transport.close()
         if self._upstream is not None:
             self._upstream.close()
@@ -252,8 +280,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             self.close(f"{name} request before authentication", level=logging.WARNING)
             return DONE
         if api_key == apis.PRODUCE and 3 <= api_version <= produce.LAST_VERSION:
-            if self._produce_allowed(data, frame):
-                return None
+            outcome = self._produce(data, frame)
+            if outcome is not _DECODE:
+                return outcome
         try:
             payload = bytes(memoryview(data)[start + 4 : end])
             header = codec.decode_request_header(payload)
@@ -269,23 +298,96 @@ class ClientConnection(asyncio.BufferedProtocol):
             return self._after_resolving(frame, payload, header, body)
         return self._authorize(frame, payload, header, body)
 
-    def _produce_allowed(self, data: bytearray | bytes, frame: tuple) -> bool:
-        """The hot path: read a Produce request without its records. True when every part is
-        allowed (it is then forwarded as it is); False: decode it whole, to split or refuse it."""
+    def _decider(self, obligations: dict[tuple[str, str], Obligations]) -> authorize.Decide:
+        """The pipeline's decisions, noting the obligations of each allowed topic in `obligations`."""
+        pipeline, session = self._pipeline, self.session
+
+        def decide(action: str, resource: Resource) -> Decision:
+            decision = pipeline.decide(session, action, resource)
+            if decision.obligations is not None and resource.kind == "topic" and decision.allowed:
+                obligations[(action, resource.name)] = decision.obligations
+            return decision
+
+        return decide
+
+    def _produce(self, data: bytearray | bytes, frame: tuple) -> Outcome:
+        """The hot path: read a Produce request without its records and decide it. Every part
+        allowed and no obligation: forwarded as it is. Obligations: only the partitions of those
+        topics are read. A denied part, or bytes this reader refuses: _DECODE, for the codec."""
+        start, end, _, version, correlation_id, expects_response = frame
+        spans: list[tuple[str, int, int, int]] = []
         try:
-            client_id, body = produce.read(data, frame[0], frame[1])
+            client_id, body = produce.read(data, start, end, spans)
         except ValueError:
-            return False  # the codec's decoding names what is wrong
+            return _DECODE  # the codec's decoding names what is wrong
         self.session.client_id_is(client_id)
-        session = self.session
-        plan = authorize.plan(apis.PRODUCE, frame[3], body,
-                              lambda action, resource: self._pipeline.decide(session, action, resource),
-                              self._adapter.topic_names)
+        obligations: dict[tuple[str, str], Obligations] = {}
+        plan = authorize.plan(apis.PRODUCE, version, body, self._decider(obligations), self._adapter.topic_names)
         if plan.forward is None or plan.changed or plan.merge is not None:
-            return False
-        if frame[5]:  # expects a response
-            self._in_flight.append(InFlight(frame[4], apis.PRODUCE, frame[3]))
-        return True
+            return _DECODE
+        if not obligations:
+            if expects_response:
+                self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version))
+            return None
+        by_topic = {name: o for (action, name), o in obligations.items() if action == "produce"}
+        view = memoryview(data)
+        throttle = self._charge_produce(by_topic, ((t, view[a:b]) for t, _, a, b in spans))
+        checked = content.check_produce(((t, i, view[a:b]) for t, i, a, b in spans), by_topic,
+                                        self._pipeline.config.content.max_uncompressed_bytes)
+        if not checked.changed:
+            if expects_response:
+                self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, throttle_s=throttle,
+                                                merge=_throttle_merge(throttle) if throttle else None))
+            elif throttle:
+                self._mute(throttle)
+            return None
+        payload = bytes(view[start + 4 : end])
+        header = codec.decode_request_header(payload)
+        full = codec.decode_request(apis.PRODUCE, version, payload, header.body_offset, trailing=True)
+        return self._forward_checked(frame, payload[: header.body_offset], full, checked, None, throttle)
+
+    def _forward_checked(self, frame: tuple, header: bytes, body: dict, checked: content.ProduceContent,
+                         merge: Callable[[dict], None] | None, throttle: float) -> Outcome:
+        """Forward a Produce whose records content checks changed; answer what they refused."""
+        _, _, _, version, correlation_id, expects_response = frame
+        for (topic, index), answer in checked.refused.items():
+            log.info("%s: produce to %s-%d refused: %s", self.session, topic, index, answer["error_message"])
+        try:
+            forward = content.rewrite_produce(body, checked)
+        except ValueError as err:
+            self.close(f"bad request: {err}", level=logging.WARNING)
+            return DONE
+        steps = [step for step in (merge, content.produce_merge(checked, version)) if step is not None]
+        if throttle:
+            steps.append(_throttle_merge(throttle))
+        if forward is None:
+            if expects_response:
+                answer = answers.answer(apis.PRODUCE, version)
+                for step in steps:
+                    step(answer)
+                self._answer(InFlight(correlation_id, apis.PRODUCE, version, throttle_s=throttle,
+                                      local=response_frame(correlation_id, apis.PRODUCE, version, answer)))
+            elif throttle:
+                self._mute(throttle)
+            return DONE
+        if expects_response:
+            self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, merge=_chain(steps),
+                                            throttle_s=throttle))
+        elif throttle:
+            self._mute(throttle)
+        return request_frame(header, codec.encode_request(apis.PRODUCE, version, forward))
+
+    def _charge_produce(self, obligations: dict[str, Obligations], records) -> float:
+        """Charge a Produce's records to the limits of their topics; the throttle in seconds."""
+        throttle = 0.0
+        subject = self.session.identity.subject  # type: ignore[union-attr]
+        limiter = self._pipeline.limiter
+        for topic, view in records:
+            wanted = obligations.get(topic)
+            if wanted is not None and wanted.limits:
+                throttle = max(throttle, limiter.charge(subject, topic, wanted.limits, 1,
+                                                        content.batch_counts(view), len(view)))
+        return throttle
 
     async def _after_resolving(self, frame: tuple, payload: bytes,
                                header: codec.RequestHeader, body: dict) -> Outcome:
@@ -295,9 +397,8 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _authorize(self, frame: tuple, payload: bytes, header: codec.RequestHeader, body: dict) -> Outcome:
         _, _, api_key, api_version, correlation_id, expects_response = frame
         session = self.session
-        plan = authorize.plan(api_key, api_version, body,
-                              lambda action, resource: self._pipeline.decide(session, action, resource),
-                              self._adapter.topic_names)
+        obligations: dict[tuple[str, str], Obligations] = {}
+        plan = authorize.plan(api_key, api_version, body, self._decider(obligations), self._adapter.topic_names)
         for action, resource, decision in plan.denied:
             log.info("%s: %s on %s %s refused by %s: %s", session, action, resource.kind,
                      resource.name, decision.source, decision.reason)
@@ -306,11 +407,57 @@ class ClientConnection(asyncio.BufferedProtocol):
                 self._answer(InFlight(correlation_id, api_key, api_version,
                                       local=response_frame(correlation_id, api_key, api_version, plan.response)))
             return DONE
+        if obligations and api_key == apis.PRODUCE:
+            by_topic = {name: o for (action, name), o in obligations.items() if action == "produce"}
+            partitions = [(topic["name"], partition["index"], partition["records"])
+                          for topic in plan.forward["topic_data"] for partition in topic["partition_data"]
+                          if partition.get("records") is not None]
+            throttle = self._charge_produce(by_topic, ((t, memoryview(r)) for t, _, r in partitions))
+            checked = content.check_produce(partitions, by_topic, self._pipeline.config.content.max_uncompressed_bytes)
+            if checked.changed or throttle:
+                return self._forward_checked(frame, payload[: header.body_offset], plan.forward, checked,
+                                             plan.merge, throttle)
+        request = InFlight(correlation_id, api_key, api_version, merge=plan.merge)
+        if obligations and api_key == apis.FETCH:
+            by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
+            request.merge = _chain([self._fetch_merge(by_topic, request), plan.merge])
         if expects_response:
-            self._in_flight.append(InFlight(correlation_id, api_key, api_version, merge=plan.merge))
+            self._in_flight.append(request)
         if not plan.changed:
             return None
         return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
+
+    def _fetch_merge(self, obligations: dict[str, Obligations], request: InFlight) -> Callable[[dict], None]:
+        """Masks the fetched records of topics with a mask obligation and charges what the
+        response delivers to the consume limits, holding the response for the throttle."""
+        masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
+        limited = {topic: o.limits for topic, o in obligations.items() if o.limits}
+        names = self._adapter.topic_names
+        session = self.session
+        max_uncompressed = self._pipeline.config.content.max_uncompressed_bytes
+        limiter = self._pipeline.limiter
+
+        def topic_name(entry: dict) -> str | None:
+            name = entry.get("topic")
+            return name if name is not None else names.name(entry["topic_id"])
+
+        def unmaskable(topic: str, where: object, reason: str) -> None:
+            log.warning("%s: a record of %s (%s) could not be masked and was withheld: %s",
+                        session, topic, where, reason)
+
+        def merge(response: dict) -> None:
+            if masks:
+                content.mask_fetch(response, masks, topic_name, max_uncompressed, unmaskable)
+            if limited:
+                subject = session.identity.subject  # type: ignore[union-attr]
+                for topic, (records, size) in content.fetch_usage(response, topic_name).items():
+                    if topic in limited:
+                        request.throttle_s = max(request.throttle_s,
+                                                 limiter.charge(subject, topic, limited[topic], 1, records, size))
+                if request.throttle_s:
+                    _throttle_merge(request.throttle_s)(response)
+
+        return merge
 
     def _handle_login(self, data: bytearray | bytes, frame: tuple) -> Outcome:
         start, end, api_key, api_version, correlation_id, expects_response = frame
@@ -416,14 +563,45 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _answer(self, request: InFlight) -> None:
         """Queue an answer the gateway made itself; it leaves when every earlier response has."""
         self._in_flight.append(request)
-        in_flight = self._in_flight
-        out = []
-        while in_flight and in_flight[0].local is not None:
-            out.append(in_flight.popleft().local)
+        out: list = []
+        self._flush_local(out)
         if out and not self._closed:
-            self._transport.writelines(out)
-        if not in_flight and not self._backlog:
+            self._write_out(out)
+        if not self._in_flight and not self._backlog:
             self._idle.set()
+
+    def _flush_local(self, out: list) -> None:
+        """Move the gateway's own answers now at the head of the FIFO to `out`; one held for a
+        throttle sends what came before it and holds itself and the rest."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].local is not None:
+            request = in_flight.popleft()
+            if request.throttle_s:
+                self._write_out(out)
+                out.clear()
+                self._write_out([request.local], time.monotonic() + request.throttle_s)
+            else:
+                out.append(request.local)
+
+    def _write_out(self, chunks: list, release_at: float = 0.0) -> None:
+        """Write to the client now, or at `release_at`; nothing overtakes what is held."""
+        if not chunks or self._closed:
+            return
+        held = self._held_out
+        if not held and release_at <= time.monotonic():
+            self._transport.writelines(chunks)
+            return
+        if held and release_at <= held[-1][0]:
+            held[-1][1].extend(chunks)
+            return
+        held.append((release_at, list(chunks)))
+        asyncio.get_running_loop().call_later(max(0.0, release_at - time.monotonic()), self._release)
+
+    def _release(self) -> None:
+        held = self._held_out
+        now = time.monotonic() + 0.001
+        while held and held[0][0] <= now and not self._closed:
+            self._transport.writelines(held.popleft()[1])
 
     # -- responses: upstream -> client ---------------------------------------------------------
 
@@ -445,19 +623,27 @@ class ClientConnection(asyncio.BufferedProtocol):
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
                                                       source.frame(frame_start, frame_end), request.merge)
                 out.append(source.take(segment, frame_start))
-                out.append(rewritten)
+                if request.throttle_s:
+                    self._count_out(out)
+                    self._write_out(out)
+                    out = []
+                    self._write_out([rewritten], time.monotonic() + request.throttle_s)
+                else:
+                    out.append(rewritten)
                 segment = frame_end
             if in_flight and in_flight[0].local is not None:
                 out.append(source.take(segment, frame_end))
                 segment = frame_end
-                while in_flight and in_flight[0].local is not None:
-                    out.append(in_flight.popleft().local)
+                self._flush_local(out)
         out.append(source.take(segment, consumed_to))
-        out = [chunk for chunk in out if chunk]
-        self.session.bytes_out += sum(map(len, out))
-        self._transport.writelines(out)
+        self._count_out(out)
+        self._write_out(out)
         if not in_flight and not self._backlog:
             self._idle.set()
+
+    def _count_out(self, out: list) -> None:
+        out[:] = [chunk for chunk in out if chunk]
+        self.session.bytes_out += sum(map(len, out))
 
     # -- flow control --------------------------------------------------------------------------
 
@@ -467,9 +653,21 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and not self._closed:
+        if self._reading_paused and not self._closed and time.monotonic() >= self._muted_until:
             self._reading_paused = False
             self._transport.resume_reading()
+
+    def _mute(self, seconds: float) -> None:
+        """Read nothing from this client for `seconds`: the throttle of a request that gets no
+        response (acks=0) to hold back instead."""
+        self._muted_until = max(self._muted_until, time.monotonic() + seconds)
+        self._pause_reading()
+        asyncio.get_running_loop().call_later(seconds, self._unmute)
+
+    def _unmute(self) -> None:
+        if (not self._draining and not self._upstream_full and self._held_bytes <= MAX_HELD_BYTES
+                and self._working is None):
+            self._resume_reading()
 
     def pause_writing(self) -> None:  # the client reads slower than the broker answers
         if self._upstream is not None:
@@ -480,9 +678,11 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._upstream.resume_reading()
 
     def upstream_paused_writing(self) -> None:  # the broker reads slower than the client sends
+        self._upstream_full = True
         self._pause_reading()
 
     def upstream_resumed_writing(self) -> None:
+        self._upstream_full = False
         if not self._draining and self._held_bytes <= MAX_HELD_BYTES and self._working is None:
             self._resume_reading()
 

@@ -110,6 +110,8 @@ class ClientLogin:
                 raise AuthenticationFailed(
                     f"re-authenticated as {identity.subject!r} on a session of {current.subject!r}",
                     public="Re-authentication must use the same identity")
+            if identity is not None and current is None:
+                self._adapter.pipeline.check_connections(identity)
         except AuthenticationFailed as err:
             self.failed = f"authentication failed ({self._mechanism}): {err.detail}"
             self._mechanism = self._exchange = None

@@ -69,10 +69,13 @@ def _string(buf, pos: int, end: int, compact: bool) -> tuple[str | None, int]:
     return bytes(buf[pos : pos + n]).decode("utf-8"), pos + n
 
 
-def read(buf, start: int, end: int) -> tuple[str | None, dict]:
+def read(buf, start: int, end: int, spans: list | None = None) -> tuple[str | None, dict]:
     """(client_id, body) of the Produce request frame at buf[start:end] (size prefix included);
     body has the codec's shape, with `records` left out. Raises ValueError for bytes that are
-    not a Produce request of a version the gateway offers."""
+    not a Produce request of a version the gateway offers.
+
+    With `spans`, appends (topic, partition, records_start, records_end) for each partition
+    that carries records, offsets into `buf`, for content checks to read them in place."""
     pos = start + 4
     if pos + 8 > end:
         raise Truncated("request header cut off")
@@ -99,6 +102,8 @@ def read(buf, start: int, end: int) -> tuple[str | None, dict]:
                 raise Truncated("partition index cut off")
             index = _I32.unpack_from(buf, pos)[0]
             size, pos = _length(buf, pos + 4, end, flexible, True)
+            if spans is not None and size >= 0:
+                spans.append((name, index, pos, pos + size))
             pos += max(size, 0)
             if pos > end:
                 raise Truncated("records run past the frame")

@@ -238,7 +238,7 @@ def test_explain_names_every_rule_and_why_not():
     engine = PolicyEngine(load(RULES_DIR))
     request = ask(subject="alice", groups=["analysts"], action="produce", topic="payments.cards")
     explained = engine.explain(request, now=MONDAY_NOON)
-    assert len(explained) == 12 and not any(item.matched for item in explained)
+    assert len(explained) == 17 and not any(item.matched for item in explained)
     by_rule = {(item.file, item.rule): item.why_not for item in explained}
     assert by_rule[("payments.yaml", "payments-service")] == "who: subject alice is not one of svc-payments"
     assert by_rule[("payments.yaml", "analysts-read")] == \

@@ -29,7 +29,7 @@ def problems_of(text: str, path: str = "r/orders.yaml") -> list[str]:
 
 def test_the_shipped_rules_load_without_warnings():
     rules = load(RULES_DIR)
-    assert [f.name for f in rules.files] == ["payments.yaml", "platform.yaml", "sandbox.yaml"]
+    assert [f.name for f in rules.files] == ["orders.yaml", "payments.yaml", "platform.yaml", "sandbox.yaml"]
     assert rules.warnings == ()
     assert all(rule.targets for _, rule in rules.rules())
 
@@ -81,7 +81,7 @@ def test_actions_split_over_the_kinds_they_exist_for():
         ("  - {name: Big, allow: [consume]}", "5:12: rule name `Big` may use only lowercase letters"),
         ("  - {name: a, allow: [consume]}\n  - {name: a, deny: [produce]}",
          "6:12: rule name `a` is already used at line 5"),
-        ("  - {name: a}", "5:5: rule `a` needs exactly one of `allow`, `deny` or `require_approval`"),
+        ("  - {name: a}", "5:5: rule `a` needs exactly one of `allow`, `deny`, `require_approval` or `apply`"),
         ("  - {name: a, allow: [consume], deny: [produce]}",
          "5:33: rule `a` has both `allow` and `deny`: give each effect its own rule"),
         ("  - {name: a, allow: ['*', consume]}", "5:22: `*` in `allow` already means every action"),

@@ -44,7 +44,7 @@ def write(directory: Path, name: str, text: str) -> Path:
 def test_the_shipped_tests_pass_and_cover_every_rule(capsys):
     code, out, _ = run(capsys, "test", str(RULES_DIR), "--coverage")
     assert code == 0
-    assert "coverage: 12/12 rules (100.0%)" in out
+    assert "coverage: 17/17 rules (100.0%)" in out
     assert re.search(r"^PASS: (\d+)/\1$", out, re.M)
 
 
@@ -96,7 +96,7 @@ def test_json_output(capsys, rules):
 
 def test_run_selects_tests_and_fail_on_empty(capsys):
     code, out, _ = run(capsys, "test", str(RULES_DIR), "--run", "svc|payments service", "-v")
-    assert code == 0 and "PASS: 6/6" in out
+    assert code == 0 and "PASS: 7/7" in out
     code, out, err = run(capsys, "test", str(RULES_DIR), "--run", "no such test")
     assert code == 0 and "PASS: 0/0" in out
     code, _, err = run(capsys, "test", str(RULES_DIR), "--run", "no such test", "--fail-on-empty")
@@ -113,7 +113,7 @@ def test_coverage_names_rules_no_test_exercised(capsys, rules):
         """)
     code, out, _ = run(capsys, "test", str(rules), "--coverage")
     assert code == 0
-    assert "coverage: 12/13 rules (92.3%)" in out and "  not covered: extra.yaml:lonely (line 3)" in out
+    assert "coverage: 17/18 rules (94.4%)" in out and "  not covered: extra.yaml:lonely (line 3)" in out
 
 
 def test_test_files_with_mistakes_are_errors_with_locations(capsys, rules):
@@ -226,7 +226,7 @@ def test_eval_reads_json_from_stdin(capsys, monkeypatch):
     document = json.loads(out)
     assert (document["decision"], document["file"], document["rule"], document["cacheable"]) == \
         ("allow", "payments.yaml", "payments-service", True)
-    assert len(document["explain"]) == 11 and set(document["explain"][0]) == {"file", "rule", "matched", "why_not"}
+    assert len(document["explain"]) == 16 and set(document["explain"][0]) == {"file", "rule", "matched", "why_not"}
 
 
 def test_eval_errors(capsys, tmp_path):
@@ -246,7 +246,7 @@ def test_eval_errors(capsys, tmp_path):
 
 def test_check(capsys, rules):
     code, out, _ = run(capsys, "check", str(rules))
-    assert (code, out) == (0, f"{rules}: OK (3 files, 12 rules)\n")
+    assert (code, out) == (0, f"{rules}: OK (4 files, 17 rules)\n")
     write(rules, "warn.yaml", "resources: {topics: ['w.*']}\nrules: [{name: a, allow: [consume], topics: ['x.*']}]\n")
     code, out, _ = run(capsys, "check", str(rules))
     assert code == 0 and f"{rules}/warn.yaml:2:46: warning: `x.*` matches none of the topics" in out

@@ -25,13 +25,19 @@ def frame(version: int, body: dict, client_id: str | None) -> bytes:
 def test_reads_what_the_codec_reads(version, txn, acks, data, client_id):
     body = {"transactional_id": txn, "acks": acks, "timeout_ms": 1500, "topic_data": data}
     raw = frame(version, body, client_id)
-    got_client, got = produce.read(bytearray(b"xx" + raw), 2, 2 + len(raw))
+    buffer = bytearray(b"xx" + raw)
+    spans: list = []
+    got_client, got = produce.read(buffer, 2, 2 + len(raw), spans)
     header = codec.decode_request_header(raw, 4)
     full = codec.decode_request(0, version, raw, header.body_offset)
     assert got_client == header.client_id
     assert got["transactional_id"] == full["transactional_id"] and got["acks"] == full["acks"]
     assert [(t["name"], [p["index"] for p in t["partition_data"]]) for t in got["topic_data"]] == \
         [(t["name"], [p["index"] for p in t["partition_data"]]) for t in full["topic_data"]]
+    # The spans point at exactly the records the codec reads (null records have none).
+    assert [(topic, index, bytes(buffer[start:end])) for topic, index, start, end in spans] == \
+        [(t["name"], p["index"], bytes(p["records"])) for t in full["topic_data"] for p in t["partition_data"]
+         if p["records"] is not None]
 
 
 @settings(max_examples=500, deadline=None)

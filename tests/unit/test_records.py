@@ -844,7 +844,9 @@ def pipeline(twin, data, limit):
         same = b.with_values(r, values)
         changed = b.with_values(r, [None if v is None else v[:3] + b"\xff" * 5 for v in values])
         reread = twin.read_batches(same, LIMIT)[0][0].decode(LIMIT)
-        assert columns_of(reread) == columns_of(r)
+        # The value's length is written anew, as the shortest varint, so a record that spelled
+        # it with a longer (valid, non-minimal) varint may shrink: every other column is kept.
+        assert columns_of(reread)[:-1] == columns_of(r)[:-1]
         out.append((header_of(b), columns_of(r), same, changed))
     return out
 

@@ -1,0 +1,111 @@
+"""Produce content checks on their own: which partitions are refused, rewritten or dead-lettered,
+and how the broker's answer is merged so the producer is acknowledged only for what the broker
+acknowledged."""
+
+import orjson
+import pytest
+
+from brokerguard._native import encode_batch, read_batches
+from brokerguard.content import compile_validation
+from brokerguard.operations import Obligations
+from brokerguard.plugins.kafka import content
+
+LIMIT = 1 << 20
+REJECT = compile_validation("order", {"value": {"json": True}}, ".")
+DEAD_LETTER = compile_validation("order", {"value": {"json": True}, "on_invalid": {"dead_letter": "dlq"}}, ".")
+
+
+def records(*values, producer_id=-1) -> bytes:
+    return encode_batch([None] * len(values), list(values), [[] for _ in values], [1000 + n for n in range(len(values))],
+                        producer_id=producer_id, producer_epoch=0 if producer_id >= 0 else -1,
+                        base_sequence=0 if producer_id >= 0 else -1)
+
+
+def check(partitions, validation) -> content.ProduceContent:
+    return content.check_produce(partitions, {"orders": Obligations(validations=(validation,))}, LIMIT)
+
+
+def test_valid_records_leave_the_request_untouched():
+    checked = check([("orders", 0, records(b"{}", b"[1]"))], REJECT)
+    assert not checked.changed
+
+
+def test_an_invalid_record_refuses_its_partition_only():
+    checked = check([("orders", 0, records(b"{}", b"{oops")), ("orders", 1, records(b"{}")),
+                     ("other", 0, records(b"not checked"))], REJECT)
+    assert list(checked.refused) == [("orders", 0)]
+    refused = checked.refused[("orders", 0)]
+    assert refused["error_code"] == content.INVALID_RECORD
+    assert [e["batch_index"] for e in refused["record_errors"]] == [1]
+    assert refused["error_message"].startswith("brokerguard: 1 invalid record in orders-0, batch refused: record 1:")
+    body = {"acks": -1, "topic_data": [{"name": "orders", "partition_data": [{"index": 0, "records": b"x"},
+                                                                            {"index": 1, "records": b"y"}]}]}
+    assert content.rewrite_produce(body, checked)["topic_data"] == [
+        {"name": "orders", "partition_data": [{"index": 1, "records": b"y"}]}]
+
+
+def test_dead_letters_move_and_the_answer_follows_the_dead_letter_write():
+    checked = check([("orders", 0, records(b"{}", b"{oops", b"[]")), ("orders", 1, records(b"bad"))], DEAD_LETTER)
+    kept, _ = read_batches(checked.records[("orders", 0)], LIMIT)
+    assert kept[0].decode(LIMIT).values() == [b"{}", b"[]"]
+    assert checked.emptied == {("orders", 1)}
+    body = {"acks": -1, "topic_data": [{"name": "orders", "partition_data": [
+        {"index": 0, "records": b"x"}, {"index": 1, "records": b"y"}]}]}
+    forward = content.rewrite_produce(body, checked)
+    assert [t["name"] for t in forward["topic_data"]] == ["orders", "dlq"]
+    [dead] = read_batches(forward["topic_data"][1]["partition_data"][0]["records"], LIMIT)[0]
+    dead_records = dead.decode(LIMIT)
+    assert dead_records.values() == [b"{oops", b"bad"]
+    assert dict(dead_records.headers()[0])["brokerguard.topic"] == b"orders"
+
+    def broker_answer(dlq_error: int) -> dict:
+        return {"throttle_time_ms": 0, "responses": [
+            {"name": "orders", "partition_responses": [{"index": 0, "error_code": 0, "base_offset": 5}]},
+            {"name": "dlq", "partition_responses": [{"index": 0, "error_code": dlq_error, "base_offset": 9}]}]}
+
+    ok = broker_answer(0)
+    content.produce_merge(checked, 9)(ok)
+    assert [entry["name"] for entry in ok["responses"]] == ["orders"]  # the producer never sees the dead-letter topic
+    assert [(p["index"], p["error_code"]) for p in ok["responses"][0]["partition_responses"]] == [(0, 0), (1, 0)]
+
+    failed = broker_answer(6)  # NOT_LEADER_OR_FOLLOWER at the dead-letter partition
+    content.produce_merge(checked, 9)(failed)
+    answers = {p["index"]: p for p in failed["responses"][0]["partition_responses"]}
+    assert answers[0]["error_code"] == 6 and "could not be dead-lettered" in answers[0]["error_message"]
+    assert answers[1]["error_code"] == 6
+
+
+def test_idempotent_batches_are_refused_whole_even_with_a_dead_letter_topic():
+    checked = check([("orders", 0, records(b"{}", b"{oops", producer_id=7))], DEAD_LETTER)
+    refused = checked.refused[("orders", 0)]
+    assert refused["error_code"] == content.INVALID_RECORD
+    assert "dead-lettering needs a producer without idempotence" in refused["error_message"]
+    assert not checked.dead
+
+
+@pytest.mark.parametrize("damage", ["crc", "truncated"])
+def test_unreadable_batches_are_corrupt_messages(damage):
+    raw = bytearray(records(b"{}"))
+    if damage == "crc":
+        raw[-1] ^= 1
+    else:
+        raw = raw[:-3]
+    refused = check([("orders", 0, bytes(raw))], REJECT).refused[("orders", 0)]
+    assert refused["error_code"] == content.CORRUPT_MESSAGE
+
+
+def test_fetched_records_are_masked_and_partial_batches_left_out():
+    from brokerguard.content import builtin_detectors, compile_profile
+
+    profile = compile_profile("p", {"fields": [{"path": "$.card", "strategy": "keep_last", "n": 2}]},
+                              detectors=builtin_detectors(), hash_key=None)
+    whole = records(b'{"card": "123456"}', b'{ "id": 1 }', b"not JSON")
+    response = {"responses": [{"topic": "orders", "partitions": [
+        {"partition_index": 0, "error_code": 0, "records": whole + whole[:20]}]}]}
+    content.mask_fetch(response, {"orders": profile}, lambda entry: entry["topic"], LIMIT, lambda *a: None)
+    [batch] = read_batches(response["responses"][0]["partitions"][0]["records"], LIMIT)[0]
+    values = batch.decode(LIMIT).values()
+    assert orjson.loads(values[0]) == {"card": "****56"}
+    assert values[1] == b'{ "id": 1 }'  # nothing to mask: byte-identical
+    assert values[2] == content.UNMASKABLE  # fields cannot be found in it: never delivered raw
+    assert content.fetch_usage(response, lambda entry: entry["topic"])["orders"][0] == 3
