@@ -18,6 +18,7 @@ generate.ensure_schema()
 extensions = [
     Extension("brokerguard._native.frames", ["ext/frames.pyx"]),
     Extension("brokerguard._native.records", ["ext/records.pyx"]),
+    Extension("brokerguard._native.jsonmask", ["ext/jsonmask.pyx"]),
 ]
 
 setup(

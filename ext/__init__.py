@@ -9,12 +9,14 @@ from brokerguard._native.errors import FrameError, RecordError
 
 if os.environ.get("BROKERGUARD_NO_EXTENSIONS") == "1":
     from brokerguard._native import frames_py as _frames
+    from brokerguard._native import jsonmask_py as _jsonmask
     from brokerguard._native import records_py as _records
 
     IMPLEMENTATION = "python"
 else:
     try:
         from brokerguard._native import frames as _frames
+        from brokerguard._native import jsonmask as _jsonmask
         from brokerguard._native import records as _records
     except ImportError as err:
         # A silent fallback would hide a slow gateway; say how to fix it instead.
@@ -41,7 +43,20 @@ Records = _records.Records
 read_batches = _records.read_batches
 encode_batch = _records.encode_batch
 
+FALLBACK = _jsonmask.FALLBACK
+FieldMasker = _jsonmask.FieldMasker
+# FieldMasker's strategies
+MASK_REDACT, MASK_NULL, MASK_DROP = _jsonmask.REDACT, _jsonmask.NULL, _jsonmask.DROP
+MASK_KEEP_LAST, MASK_KEEP_FIRST, MASK_HASH = _jsonmask.KEEP_LAST, _jsonmask.KEEP_FIRST, _jsonmask.HASH
+
 __all__ = [
+    "FALLBACK",
+    "MASK_DROP",
+    "MASK_HASH",
+    "MASK_KEEP_FIRST",
+    "MASK_KEEP_LAST",
+    "MASK_NULL",
+    "MASK_REDACT",
     "GZIP",
     "IMPLEMENTATION",
     "LZ4",
@@ -49,6 +64,7 @@ __all__ = [
     "SNAPPY",
     "ZSTD",
     "Batch",
+    "FieldMasker",
     "FrameError",
     "RecordError",
     "Records",

@@ -7,7 +7,11 @@ an automaton; `MaskProfile.mask_values` applies it to the values of one batch.
 
 Guarantees:
 - A value nothing was masked in is returned as the very bytes object it came in as.
-- A masked value is compact JSON written by orjson, keys in their original order.
+- Profiles of member paths only (`$.card.number`, the usual kind) are applied by a native walker
+  in the value's bytes: only the masked values change, every other byte (spacing, number
+  spelling, key order) stays as it came. Other profiles, and what the walker leaves to them
+  (escaped strings, non-string values under keep or hash), parse the value with orjson and
+  write it back as compact JSON, keys in their original order.
 - A value that cannot be masked (see `mask_values`) is never returned unmasked: it is reported
   and withheld, or replaced by `UNMASKABLE`, as the profile says.
 - Rules deeper in a document apply before rules on the objects that hold them; when several
@@ -16,11 +20,11 @@ Guarantees:
 Paths: `$` the root, `.name` or `['name']` a member, `[3]` / `[-1]` an element, `[*]` or `.*`
 every member or element, `..name` the member `name` at any depth. A path that is not there in a
 value is no error: nothing happens. Detectors see string values only, not object keys or numbers.
-A document with duplicate keys is read last-key-wins (as orjson reads it); when nothing in it
-needs masking it passes as it came. orjson reads an integer beyond 64 bits as a float, so such a
-document cannot be written back exactly: it passes as it came when nothing in it needs masking,
-gets its detectors applied to its text when only detectors matched, and is unmaskable when a
-field rule applies to it.
+The walker masks every occurrence of a duplicated key; orjson reads duplicates last-key-wins.
+orjson reads an integer beyond 64 bits as a float, so on its path such a document cannot be
+written back exactly: it passes as it came when nothing in it needs masking, gets its detectors
+applied to its text when only detectors matched, and is unmaskable when a field rule applies to
+it (the walker has no such limit: it never reads numbers).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from brokerguard import _native
+from brokerguard._native import FALLBACK, FieldMasker
 
 from brokerguard.content.detectors import TEXT_STRATEGIES, Detector, DetectorSet, Replacer, Scanner
 from brokerguard.content.errors import ContentSpecError, DetectorError, check_keys, did_you_mean, type_word
@@ -97,9 +104,17 @@ class _Pseudonyms:
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def __call__(self, value: Any) -> str:
+        return self.of_json(_dumps(value, option=orjson.OPT_SORT_KEYS))
+
+    def of_json(self, canonical: bytes) -> str:
         mac = self._keyed.copy()
-        mac.update(_dumps(value, option=orjson.OPT_SORT_KEYS))
+        mac.update(canonical)
         return "h:" + mac.digest()[:16].hex()
+
+    def literal(self, string_literal: bytes) -> bytes:
+        """For the native walker: a JSON string literal without escapes is already the
+        canonical JSON of its string, as orjson writes it."""
+        return b'"' + self.of_json(string_literal).encode() + b'"'
 
 
 def _field_function(mask: Mask) -> Callable[[Any], Any] | None:
@@ -452,6 +467,10 @@ class MaskProfile:
         else:
             self._automaton = _Automaton([(rule.segments, rule.mask) for rule in self._rules])
         self._members_only = self._members is not None and self._root is None and self._scanner is None
+        # The common profile (member paths only) runs first through the native walker, which
+        # masks in the bytes without parsing into Python objects; what it cannot do exactly
+        # (escaped strings, non-string values under keep/hash, invalid JSON) takes the path above.
+        self._walker = _walker(self._rules) if self._members is not None and self._root is None else None
 
     @property
     def uses_hash(self) -> bool:
@@ -490,10 +509,23 @@ class MaskProfile:
         failures: list[tuple[int, str]] = []
         document = self._document
         members = self._members if self._members_only else None
+        walk = self._walker.mask if self._walker is not None else None
+        scanner = self._scanner
         for index, value in enumerate(values):
             if value is None:
                 out.append(None)
                 continue
+            if walk is not None and type(value) is bytes:
+                walked = walk(value)
+                if walked is not None and walked is not FALLBACK:
+                    if scanner is None:
+                        out.append(walked)
+                        continue
+                    if 92 not in walked:  # no backslash: detectors can splice in the bytes
+                        spliced = _splice(scanner, walked)
+                        if spliced is not _ACROSS:
+                            out.append(walked if spliced is None else spliced)
+                            continue
             try:
                 doc = _loads(value)
             except _JSONDecodeError as err:
@@ -555,6 +587,10 @@ class MaskProfile:
 
     def _text(self, raw: bytes, err: _JSONDecodeError | None) -> bytes | str:
         """A value that is not JSON masked as text, or why it cannot be masked."""
+        if err is not None and self._rules and is_json(raw):
+            # JSON that orjson cannot read (a number beyond a double's range): its fields cannot
+            # be found, and scanning its text alone would let them through.
+            return f"value is JSON that cannot be read whole ({err.msg}), so its fields cannot be masked"
         why = (f"not JSON ({err.msg} at line {err.lineno} column {err.colno})" if err is not None
                else "JSON with an integer beyond 64 bits, which cannot be written back exactly")
         if self._scanner is None:
@@ -565,6 +601,32 @@ class MaskProfile:
             return f"value is {why} and not UTF-8 text, so it cannot be masked"
         found = self._scanner.scan(raw)
         return raw if found is None else found
+
+
+_SYNTAX = FieldMasker([])  # no rules: only checks that bytes are JSON
+
+
+def is_json(data: bytes) -> bool:
+    """Whether `data` is one JSON value (RFC 8259, UTF-8), read natively without building objects."""
+    return _SYNTAX.mask(data) is not None
+
+
+_WALKER_STRATEGIES = {"redact": _native.MASK_REDACT, "null": _native.MASK_NULL, "drop": _native.MASK_DROP,
+                      "keep_last": _native.MASK_KEEP_LAST, "keep_first": _native.MASK_KEEP_FIRST,
+                      "hash": _native.MASK_HASH}
+
+
+def _walker(rules: Sequence[_Rule]) -> FieldMasker:
+    """The native walker for member-path rules (several rules on one path merged as above)."""
+    by_path: dict[tuple[str, ...], Mask] = {}
+    for rule in rules:
+        path = tuple(name for _, name in rule.segments)
+        by_path[path] = rule.mask if path not in by_path else _least_revealing(by_path[path], rule.mask)
+    hashes = {mask.key for mask in by_path.values() if mask.strategy == "hash"}
+    assert len(hashes) <= 1, "one profile, one hash key"
+    pseudonyms = _Pseudonyms(hashes.pop()).literal if hashes else None
+    return FieldMasker([(path, _WALKER_STRATEGIES[mask.strategy], mask.n, _dumps(mask.text))
+                        for path, mask in by_path.items()], pseudonyms)
 
 
 def _write(raw: bytes, doc: Any) -> bytes | str:

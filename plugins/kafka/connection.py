@@ -96,6 +96,8 @@ DONE = object()
 _DECODE = object()  # the Produce hot path could not decide: decode the request whole
 _WAIT = object()  # a frame that arrived while earlier ones wait: it waits behind them
 Outcome = Union[None, bytes, object, Coroutine[Any, Any, Any]]
+# Responses that carry records to the client: masked and charged to consume limits alike.
+RECORDS_OUT = frozenset({apis.FETCH, apis.SHARE_FETCH})
 # Requests a client may send before it has authenticated; anything else closes the connection.
 BEFORE_AUTHENTICATION = frozenset({apis.API_VERSIONS, apis.SASL_HANDSHAKE, apis.SASL_AUTHENTICATE})
 
@@ -418,7 +420,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 return self._forward_checked(frame, payload[: header.body_offset], plan.forward, checked,
                                              plan.merge, throttle)
         request = InFlight(correlation_id, api_key, api_version, merge=plan.merge)
-        if obligations and api_key == apis.FETCH:
+        if obligations and api_key in RECORDS_OUT:
             by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
             request.merge = _chain([self._fetch_merge(by_topic, request), plan.merge])
         if expects_response:

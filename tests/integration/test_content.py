@@ -56,6 +56,15 @@ def create_topics(kafka, *names: str, partitions: int = 1) -> None:
         except Exception as err:  # the shared dead-letter topic may exist already
             if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    # Created is not yet led: wait until every partition has its leader.
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        topics = admin.list_topics(timeout=TIMEOUT).topics
+        if all(n in topics and topics[n].partitions and all(p.leader >= 0 for p in topics[n].partitions.values())
+               for n in names):
+            return
+        assert time.monotonic() < deadline, f"no leaders for {names} after {TIMEOUT} s"
+        time.sleep(0.05)
 
 
 def broker_records(kafka, topic: str, count: int, partition: int = 0, committed_only: bool = False) -> list:

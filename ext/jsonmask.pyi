@@ -1,0 +1,57 @@
+# Types of brokerguard._native.jsonmask; jsonmask_py.py is its pure-Python twin with the same API.
+from collections.abc import Callable, Iterable
+from typing import Final, TypeAlias
+
+__all__: Final[list[str]]
+
+# A rule: (path, strategy, n, replacement). path names members from the root object down, e.g.
+# ("card", "number") for $.card.number; n is read by KEEP_LAST and KEEP_FIRST (0 otherwise);
+# replacement, the JSON text REDACT writes (e.g. b'"[REDACTED]"'), by REDACT only (None otherwise).
+Rule: TypeAlias = tuple[tuple[str, ...], int, int, bytes | None]
+
+class _Fallback: ...
+
+FALLBACK: Final[_Fallback]
+"""mask's answer for a valid document with a matched value that only the general path (parse,
+mask, write) can mask; shared by both twins."""
+
+# Strategies
+REDACT: Final = 1  # the value, of any type, becomes the rule's replacement
+NULL: Final = 2  # the value becomes null
+DROP: Final = 3  # the member (key, colon, value and one comma) leaves its object; see jsonmask_py.py
+KEEP_LAST: Final = 4  # a string's code points become '*' but its last n; all of them if n or fewer
+KEEP_FIRST: Final = 5  # the same, keeping the first n
+HASH: Final = 6  # a string becomes hash_function(its JSON text, quotes included)
+
+class FieldMasker:
+    """Member-path mask rules applied to the bytes of JSON documents, in one pass that builds no
+    Python objects: only the bytes of masked values change; every other byte, whitespace
+    included, stays as it was."""
+
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        hash_function: Callable[[bytes], bytes] | None = None,
+        max_depth: int = 1024,
+    ) -> None:
+        """Paths must be unique and name at least one member. A path under another rule's path
+        is moot: the outer rule replaces the whole value. hash_function is needed by HASH; it
+        gets a string's raw JSON text (quotes included) and returns the JSON text to write.
+        Documents nested deeper than max_depth (objects and arrays) count as invalid.
+
+        Raises TypeError or ValueError for a malformed rule (the same message in both twins)."""
+    def mask(self, value: bytes) -> bytes | _Fallback | None:
+        """value masked by the rules:
+
+        - value itself (the same object) when no rule matched anything;
+        - new bytes with only the matched values replaced (or members removed);
+        - None when value is not one JSON document (RFC 8259, UTF-8, at most max_depth deep);
+        - FALLBACK when it is, but KEEP_LAST, KEEP_FIRST or HASH matched a value that is not a
+          string, or a string with a backslash escape.
+
+        The whole document is validated even after the last match. Every occurrence of a
+        duplicate key is masked; keys are compared after decoding their escapes.
+
+        Raises TypeError if value is not bytes, and whatever hash_function raises (TypeError if
+        it returns anything but bytes, ValueError if those bytes are not one JSON value); never
+        anything for the bytes of value."""

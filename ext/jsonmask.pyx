@@ -1,0 +1,803 @@
+# JSON read here (RFC 8259), as bytes in UTF-8 (no byte order mark):
+#
+#   document          ws value ws
+#   value             object | array | string | number | true | false | null
+#   object            { ws }  or  { ws string ws : ws value ws (, ws string ws : ws value ws)* }
+#   array             [ ws ]  or  [ ws value ws (, ws value ws)* ]
+#   string            " (char | escape)* "
+#     char            any Unicode scalar value from U+0020 on but " and \, in shortest-form UTF-8
+#                     (no surrogates ED A0..BF, nothing above U+10FFFF)
+#     escape          \" \\ \/ \b \f \n \r \t or \u and 4 hex digits of either case; a surrogate
+#                     escape need not be one of a pair (Python's json accepts it too)
+#   number            -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+#   ws                space, tab, line feed, carriage return
+#
+# Nesting: an object or array opens one level (`[]` is depth 1, `[[]]` depth 2); a document
+# nested deeper than max_depth is invalid. NaN, Infinity and a BOM are not JSON.
+#
+# A rule's path names object members, from the root object down: ("card", "number") is the
+# member "number" of the object that is the value of the root's member "card". Arrays are not
+# looked into. Keys are compared after decoding their escapes (a surrogate pair is one code
+# point; a lone surrogate escape compares as its 3-byte surrogatepass form, as the rule names
+# are encoded); every occurrence of a duplicate key is masked.
+#
+# DROP removes a member's key, colon and value, the whitespace between them, and one comma: the
+# one after the value with the whitespace up to the next key, or for the last member the one
+# before the key with the whitespace back to the previous value. `{"a":1 , "b":2}` without b is
+# `{"a":1}`, without a `{"b":2}`; without its only member an object keeps what whitespace it held.
+# cython: language_level=3
+"""Compiled twin of jsonmask_py.py: member-path masking of JSON bytes in one C pass.
+
+The walker validates the whole document and notes where the matched values lie (no Python
+object per token); the result is written by copying the unchanged spans into one new bytes
+object. Rules are checked and compiled by jsonmask_py._compile, so both twins refuse the same
+rules with the same messages; this module flattens them into C arrays.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from libc.string cimport memchr, memcmp, memcpy, memset
+
+from brokerguard._native import jsonmask_py as _py
+
+__all__ = [
+    "DROP",
+    "FALLBACK",
+    "HASH",
+    "KEEP_FIRST",
+    "KEEP_LAST",
+    "NULL",
+    "REDACT",
+    "FieldMasker",
+]
+
+FALLBACK = _py.FALLBACK
+REDACT, DROP, KEEP_LAST, KEEP_FIRST, HASH = 1, 3, 4, 5, 6
+globals()["NULL"] = 2  # NULL is the C null pointer in Cython source
+
+cdef enum:
+    S_REDACT = 1
+    S_NULL = 2
+    S_DROP = 3
+    S_KEEP_LAST = 4
+    S_KEEP_FIRST = 5
+    S_HASH = 6
+
+cdef enum:
+    INVALID = 0
+    VALID = 1
+    NO_MEMORY = -1
+
+cdef enum:
+    LOCAL_EDITS = 16
+    LOCAL_KINDS = 256
+    LOCAL_FRAMES = 16
+
+
+ctypedef struct Edge:
+    const unsigned char* name  # UTF-8 (surrogatepass)
+    Py_ssize_t size
+    bint backslash  # the name holds a backslash
+    int strategy  # 0: a step on the way to longer paths
+    int child  # the node below, or -1
+    Py_ssize_t n
+    const unsigned char* replacement
+    Py_ssize_t replacement_size
+
+
+ctypedef struct Node:
+    Py_ssize_t first  # its edges: edges[first:first + count]
+    Py_ssize_t count
+
+
+ctypedef struct Edit:
+    Py_ssize_t start  # bytes start:end are replaced as edge says, or removed if edge is -1
+    Py_ssize_t end
+    Py_ssize_t edge
+    Py_ssize_t size  # the bytes written instead
+    Py_ssize_t stars  # keep_*: how many '*', and the original bytes kept
+    Py_ssize_t keep_from
+    Py_ssize_t keep_to
+
+
+ctypedef struct Frame:
+    # An open object that rules may match members of.
+    int node
+    Py_ssize_t edge  # the rule of the member whose value is being read, or -1
+    Py_ssize_t value_start
+    Py_ssize_t value_end  # the end of the last member's value
+    Py_ssize_t run_start  # the key of the first of the dropped members not yet removed, or -1
+    Py_ssize_t run_from  # the end of the kept member's value before that run, or -1
+    Py_ssize_t run_end
+    bint kept  # a member of this object is kept
+
+
+ctypedef struct Walk:
+    const Node* nodes
+    const Edge* edges
+    int root  # 0, or -1 when nothing can match
+    Py_ssize_t max_depth
+    Edit* edits
+    Py_ssize_t edit_count
+    Py_ssize_t edit_capacity
+    bint edits_owned  # edits was malloc'ed
+    unsigned char* kinds  # the opening byte of each open container
+    Py_ssize_t kind_capacity
+    bint kinds_owned
+    Frame* frames  # the open objects rules may match in, one per level from the root
+    bint fallback
+
+
+# Byte classes: 1 for a byte that a string holds as is (ASCII from 0x20 but " and \), else 0.
+cdef unsigned char PLAIN[256]
+memset(PLAIN, 0, 256)
+for _byte in range(0x20, 0x80):
+    PLAIN[_byte] = _byte != 0x22 and _byte != 0x5C
+# 1 for a hex digit.
+cdef unsigned char HEX[256]
+memset(HEX, 0, 256)
+for _byte in list(b"0123456789abcdefABCDEF"):
+    HEX[_byte] = 1
+del _byte
+
+
+# Tokens. Each takes the position where its token starts (strings: after the opening quote) and
+# returns the position after it, or -1 if the bytes there are not that token.
+
+
+cdef inline Py_ssize_t _ws(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    cdef unsigned char c
+    while pos < n:
+        c = p[pos]
+        if c > 0x20 or (c != 0x20 and c != 0x0A and c != 0x0D and c != 0x09):
+            break
+        pos += 1
+    return pos
+
+
+cdef extern from *:
+    """
+    /* How many of the 8 bytes loaded in `flags` (in memory order) come before the first one
+       flagged by its high bit; 0 where that is not cheap to tell (the caller then looks at the
+       bytes one by one). Borrows run towards the more significant bytes, so the least
+       significant flag is exact; on a little-endian machine that is the first byte. */
+    #define BG_ONES 0x0101010101010101ULL
+    #define BG_HIGHS 0x8080808080808080ULL
+    static inline int bg_before_first_flag(uint64_t flags) {
+    #if (defined(__GNUC__) || defined(__clang__)) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        return __builtin_ctzll(flags) >> 3;
+    #else
+        (void)flags;
+        return 0;
+    #endif
+    }
+    """
+    const uint64_t ONES "BG_ONES"
+    const uint64_t HIGHS "BG_HIGHS"
+    int bg_before_first_flag(uint64_t flags) noexcept nogil
+
+
+cdef inline uint64_t _special8(uint64_t x) noexcept nogil:
+    """The high bit of each of 8 bytes that is below 0x20, a quote, a backslash or non-ASCII
+    (exact up to the first such byte; bits after it may be wrong)."""
+    cdef uint64_t quote = x ^ (ONES * 0x22)
+    cdef uint64_t backslash = x ^ (ONES * 0x5C)
+    return (((x - ONES * 0x20) & ~x) | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | x) & HIGHS
+
+
+cdef inline Py_ssize_t _utf8(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    """Past the multi-byte UTF-8 sequence at pos (shortest form, no surrogate, <= U+10FFFF)."""
+    cdef unsigned char c = p[pos]
+    cdef unsigned char low = 0x80, high = 0xBF
+    if c < 0xC2:
+        return -1
+    if c < 0xE0:
+        if pos + 1 < n and p[pos + 1] & 0xC0 == 0x80:
+            return pos + 2
+        return -1
+    if c < 0xF0:
+        if c == 0xE0:
+            low = 0xA0
+        elif c == 0xED:
+            high = 0x9F
+        if pos + 2 < n and low <= p[pos + 1] <= high and p[pos + 2] & 0xC0 == 0x80:
+            return pos + 3
+        return -1
+    if c < 0xF5:
+        if c == 0xF0:
+            low = 0x90
+        elif c == 0xF4:
+            high = 0x8F
+        if (pos + 3 < n and low <= p[pos + 1] <= high and p[pos + 2] & 0xC0 == 0x80
+                and p[pos + 3] & 0xC0 == 0x80):
+            return pos + 4
+        return -1
+    return -1
+
+
+cdef inline Py_ssize_t _string(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    cdef uint64_t x, flags
+    cdef unsigned char c
+    while True:
+        while pos + 8 <= n:
+            memcpy(&x, p + pos, 8)
+            flags = _special8(x)
+            if flags:
+                pos += bg_before_first_flag(flags)
+                break
+            pos += 8
+        while pos < n and PLAIN[p[pos]]:
+            pos += 1
+        if pos >= n:
+            return -1
+        c = p[pos]
+        if c == 0x22:
+            return pos + 1
+        if c == 0x5C:
+            if pos + 1 >= n:
+                return -1
+            c = p[pos + 1]
+            if c == 0x75:  # u
+                if (pos + 5 >= n or not HEX[p[pos + 2]] or not HEX[p[pos + 3]] or not HEX[p[pos + 4]]
+                        or not HEX[p[pos + 5]]):
+                    return -1
+                pos += 6
+            elif (c == 0x22 or c == 0x5C or c == 0x2F or c == 0x62 or c == 0x66 or c == 0x6E or c == 0x72
+                    or c == 0x74):
+                pos += 2
+            else:
+                return -1
+        elif c < 0x20:
+            return -1
+        else:
+            pos = _utf8(p, pos, n)
+            if pos < 0:
+                return -1
+
+
+cdef inline Py_ssize_t _digits(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    """Past one or more digits at pos, or -1."""
+    if pos >= n or <unsigned char>(p[pos] - 0x30) > 9:
+        return -1
+    pos += 1
+    while pos < n and <unsigned char>(p[pos] - 0x30) <= 9:
+        pos += 1
+    return pos
+
+
+cdef inline Py_ssize_t _number(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    if p[pos] == 0x2D:  # -
+        pos += 1
+        if pos >= n:
+            return -1
+    if p[pos] == 0x30:
+        pos += 1
+    else:
+        pos = _digits(p, pos, n)
+        if pos < 0:
+            return -1
+    if pos < n and p[pos] == 0x2E:  # .
+        pos = _digits(p, pos + 1, n)
+        if pos < 0:
+            return -1
+    if pos < n and p[pos] | 0x20 == 0x65:  # e E
+        pos += 1
+        if pos < n and (p[pos] == 0x2B or p[pos] == 0x2D):
+            pos += 1
+        pos = _digits(p, pos, n)
+    return pos
+
+
+cdef inline Py_ssize_t _literal(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+    cdef const char* word
+    cdef Py_ssize_t size
+    if p[pos] == 0x74:
+        word = b"true"
+        size = 4
+    elif p[pos] == 0x66:
+        word = b"false"
+        size = 5
+    else:
+        word = b"null"
+        size = 4
+    if n - pos >= size and memcmp(p + pos, word, size) == 0:
+        return pos + size
+    return -1
+
+
+# Keys
+
+
+cdef inline uint32_t _hex4(const unsigned char* p) noexcept nogil:
+    cdef uint32_t value = 0
+    cdef int i
+    cdef unsigned char c
+    for i in range(4):
+        c = p[i] | 0x20
+        value = (value << 4) | <uint32_t>(c - 0x30 if c <= 0x39 else c - 0x61 + 10)
+    return value
+
+
+cdef bint _escaped_key_is(const unsigned char* key, Py_ssize_t size, const unsigned char* name,
+                          Py_ssize_t name_size) noexcept nogil:
+    """Whether a valid key with escapes (between its quotes) decodes to the bytes of name."""
+    cdef Py_ssize_t i = 0, j = 0, k
+    cdef uint32_t code, low
+    cdef unsigned char c
+    cdef unsigned char buf[4]
+    while i < size:
+        c = key[i]
+        if c != 0x5C:
+            if j >= name_size or name[j] != c:
+                return False
+            i += 1
+            j += 1
+            continue
+        c = key[i + 1]
+        if c != 0x75:
+            if c == 0x62:
+                c = 0x08
+            elif c == 0x66:
+                c = 0x0C
+            elif c == 0x6E:
+                c = 0x0A
+            elif c == 0x72:
+                c = 0x0D
+            elif c == 0x74:
+                c = 0x09
+            if j >= name_size or name[j] != c:
+                return False
+            i += 2
+            j += 1
+            continue
+        code = _hex4(key + i + 2)
+        i += 6
+        if 0xD800 <= code < 0xDC00 and i + 6 <= size and key[i] == 0x5C and key[i + 1] == 0x75:
+            low = _hex4(key + i + 2)
+            if 0xDC00 <= low < 0xE000:
+                code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                i += 6
+        if code < 0x80:
+            buf[0] = code
+            k = 1
+        elif code < 0x800:
+            buf[0] = 0xC0 | (code >> 6)
+            buf[1] = 0x80 | (code & 0x3F)
+            k = 2
+        elif code < 0x10000:
+            buf[0] = 0xE0 | (code >> 12)
+            buf[1] = 0x80 | ((code >> 6) & 0x3F)
+            buf[2] = 0x80 | (code & 0x3F)
+            k = 3
+        else:
+            buf[0] = 0xF0 | (code >> 18)
+            buf[1] = 0x80 | ((code >> 12) & 0x3F)
+            buf[2] = 0x80 | ((code >> 6) & 0x3F)
+            buf[3] = 0x80 | (code & 0x3F)
+            k = 4
+        if name_size - j < k or memcmp(name + j, buf, k) != 0:
+            return False
+        j += k
+    return j == name_size
+
+
+cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
+                              Py_ssize_t size) noexcept nogil:
+    """The edge of node named key (its bytes between the quotes), or -1."""
+    cdef Py_ssize_t i, first = w.nodes[node].first, end = first + w.nodes[node].count
+    cdef const Edge* e
+    for i in range(first, end):
+        e = &w.edges[i]
+        if e.size == size and (size == 0 or (e.name[0] == key[0] and memcmp(e.name, key, size) == 0)):
+            if not e.backslash:
+                return i
+            break  # the key holds a backslash too, so it must be decoded
+    else:
+        for i in range(size):
+            if key[i] == 0x5C:
+                break
+        else:
+            return -1
+    for i in range(first, end):
+        if _escaped_key_is(key, size, w.edges[i].name, w.edges[i].size):
+            return i
+    return -1
+
+
+# The walk
+
+
+cdef int _add_edit(Walk* w, Py_ssize_t start, Py_ssize_t end, Py_ssize_t edge) noexcept nogil:
+    cdef Edit* grown
+    if w.edit_count == w.edit_capacity:
+        grown = <Edit*>malloc(2 * w.edit_capacity * sizeof(Edit))
+        if grown == NULL:
+            return NO_MEMORY
+        memcpy(grown, w.edits, w.edit_count * sizeof(Edit))
+        if w.edits_owned:
+            free(w.edits)
+        w.edits = grown
+        w.edits_owned = True
+        w.edit_capacity *= 2
+    w.edits[w.edit_count].start = start
+    w.edits[w.edit_count].end = end
+    w.edits[w.edit_count].edge = edge
+    w.edit_count += 1
+    return VALID
+
+
+cdef int _grow_kinds(Walk* w) noexcept nogil:
+    cdef unsigned char* grown = <unsigned char*>malloc(2 * w.kind_capacity)
+    if grown == NULL:
+        return NO_MEMORY
+    memcpy(grown, w.kinds, w.kind_capacity)
+    if w.kinds_owned:
+        free(w.kinds)
+    w.kinds = grown
+    w.kinds_owned = True
+    w.kind_capacity *= 2
+    return VALID
+
+
+cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+    """VALID (w.edits and w.fallback say what to do), INVALID or NO_MEMORY."""
+    cdef Py_ssize_t pos, depth = 0, nactive = 0, key_start, key_end, edge
+    cdef int next_node = w.root  # the node of an object about to be opened, or -1
+    cdef bint want_key = False
+    cdef unsigned char* kinds = w.kinds
+    cdef Frame* frames = w.frames
+    cdef Py_ssize_t max_depth = w.max_depth
+    cdef unsigned char c
+    cdef Frame* f
+    cdef int strategy
+    pos = _ws(p, 0, n)
+    while True:
+        if want_key:
+            want_key = False
+            if pos >= n or p[pos] != 0x22:
+                return INVALID
+            key_start = pos
+            pos = _string(p, pos + 1, n)
+            if pos < 0:
+                return INVALID
+            key_end = pos
+            pos = _ws(p, pos, n)
+            if pos >= n or p[pos] != 0x3A:  # :
+                return INVALID
+            pos = _ws(p, pos + 1, n)
+            next_node = -1
+            if depth == nactive:
+                f = &frames[depth - 1]
+                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2)
+                if edge >= 0 and w.edges[edge].strategy == S_DROP:
+                    if f.run_start < 0:
+                        f.run_start = key_start
+                        f.run_from = f.value_end if f.kept else -1
+                    f.edge = edge
+                else:
+                    if f.run_start >= 0:
+                        if _add_edit(w, f.run_start, key_start, -1) < 0:
+                            return NO_MEMORY
+                        f.run_start = -1
+                    f.kept = True
+                    if edge >= 0:
+                        if w.edges[edge].strategy:
+                            f.edge = edge
+                            f.value_start = pos
+                        else:
+                            next_node = w.edges[edge].child
+        # One value at pos.
+        if pos >= n:
+            return INVALID
+        c = p[pos]
+        if c == 0x22:
+            pos = _string(p, pos + 1, n)
+            if pos < 0:
+                return INVALID
+        elif c == 0x7B or c == 0x5B:  # { [
+            if depth >= max_depth:
+                return INVALID
+            if depth >= w.kind_capacity:
+                if _grow_kinds(w) < 0:
+                    return NO_MEMORY
+                kinds = w.kinds
+            kinds[depth] = c
+            if next_node >= 0 and c == 0x7B:
+                f = &frames[depth]
+                f.node = next_node
+                f.edge = -1
+                f.run_start = -1
+                f.run_from = -1
+                f.kept = False
+                nactive = depth + 1
+            next_node = -1
+            depth += 1
+            pos = _ws(p, pos + 1, n)
+            if pos < n and p[pos] == c + 2:  # } ]: empty
+                pos += 1
+                depth -= 1
+                if nactive > depth:
+                    nactive = depth
+            elif c == 0x7B:
+                want_key = True
+                continue
+            else:
+                continue
+        elif c == 0x2D or <unsigned char>(c - 0x30) <= 9:
+            pos = _number(p, pos, n)
+            if pos < 0:
+                return INVALID
+        elif c == 0x74 or c == 0x66 or c == 0x6E:
+            pos = _literal(p, pos, n)
+            if pos < 0:
+                return INVALID
+        else:
+            return INVALID
+        next_node = -1
+        # After a value: close containers, or find the next value or key.
+        while True:
+            if depth == 0:
+                return VALID if _ws(p, pos, n) == n else INVALID
+            if depth == nactive:
+                f = &frames[depth - 1]
+                f.value_end = pos
+                if f.edge >= 0:
+                    strategy = w.edges[f.edge].strategy
+                    if strategy == S_DROP:
+                        f.run_end = pos
+                    elif strategy >= S_KEEP_LAST and (
+                            p[f.value_start] != 0x22 or memchr(p + f.value_start, 0x5C, pos - f.value_start) != NULL):
+                        w.fallback = True
+                    elif _add_edit(w, f.value_start, pos, f.edge) < 0:
+                        return NO_MEMORY
+                    f.edge = -1
+            pos = _ws(p, pos, n)
+            if pos >= n:
+                return INVALID
+            c = p[pos]
+            if c == 0x2C:  # ,
+                pos = _ws(p, pos + 1, n)
+                if kinds[depth - 1] == 0x7B:
+                    want_key = True
+                break
+            if c != kinds[depth - 1] + 2:
+                return INVALID
+            if depth == nactive:
+                f = &frames[depth - 1]
+                if f.run_start >= 0:
+                    if _add_edit(w, f.run_from if f.run_from >= 0 else f.run_start, f.run_end, -1) < 0:
+                        return NO_MEMORY
+                nactive -= 1
+            depth -= 1
+            pos += 1
+
+
+cdef int _valid(const unsigned char* p, Py_ssize_t n, Py_ssize_t max_depth) noexcept nogil:
+    """VALID, INVALID or NO_MEMORY for p[:n], with no rules."""
+    cdef Walk w
+    cdef Edit local_edits[1]
+    cdef unsigned char local_kinds[LOCAL_KINDS]
+    cdef int status
+    memset(&w, 0, sizeof(Walk))
+    w.root = -1
+    w.max_depth = max_depth
+    w.edits = local_edits
+    w.edit_capacity = 1
+    w.kinds = local_kinds
+    w.kind_capacity = LOCAL_KINDS
+    status = _walk(&w, p, n)
+    if w.kinds_owned:
+        free(w.kinds)
+    return status
+
+
+cdef inline void _keep(const unsigned char* p, Edit* edit, Py_ssize_t n, bint last) noexcept nogil:
+    """Sets the size, stars and kept bytes of a keep_last / keep_first edit of a string without
+    escapes: its code points are its bytes that are not UTF-8 continuation bytes."""
+    cdef Py_ssize_t start = edit.start + 1, end = edit.end - 1, count = 0, i, seen = 0
+    for i in range(start, end):
+        count += p[i] & 0xC0 != 0x80
+    edit.keep_from = edit.keep_to = start
+    if count <= n:
+        edit.stars = count
+    elif last:
+        edit.stars = count - n
+        i = start
+        while True:  # to the first byte of code point count - n
+            if p[i] & 0xC0 != 0x80:
+                if seen == count - n:
+                    break
+                seen += 1
+            i += 1
+        edit.keep_from = i
+        edit.keep_to = end
+    else:
+        edit.stars = count - n
+        i = start
+        while i < end:  # to the first byte of code point n
+            if p[i] & 0xC0 != 0x80:
+                if seen == n:
+                    break
+                seen += 1
+            i += 1
+        edit.keep_to = i
+    edit.size = 2 + edit.stars + edit.keep_to - edit.keep_from
+
+
+@cython.final
+cdef class FieldMasker:
+    """Member-path mask rules, applied to JSON documents byte by byte. See jsonmask.pyi."""
+
+    cdef Node* nodes
+    cdef Edge* edges
+    cdef Py_ssize_t node_count
+    cdef Py_ssize_t height  # the longest path: how many objects may be open with rules in them
+    cdef Py_ssize_t max_depth
+    cdef object hash_function
+    cdef list held  # the bytes the edges point into
+
+    def __cinit__(self):
+        self.nodes = NULL
+        self.edges = NULL
+
+    def __dealloc__(self):
+        free(self.nodes)
+        free(self.edges)
+
+    def __init__(self, rules, hash_function=None, max_depth=1024):
+        cdef Py_ssize_t edge_count, at = 0, i
+        cdef Edge* e
+        if self.nodes != NULL:  # a mask in progress (calling hash_function) may be reading them
+            raise _py._initialized_twice()
+        nodes, height, max_depth = _py._compile(rules, hash_function, max_depth)
+        edge_count = sum(len(node) for node in nodes)
+        self.nodes = <Node*>malloc(len(nodes) * sizeof(Node))
+        self.edges = <Edge*>malloc((edge_count if edge_count else 1) * sizeof(Edge))
+        if self.nodes == NULL or self.edges == NULL:
+            free(self.nodes)
+            free(self.edges)
+            self.nodes = self.edges = NULL
+            raise MemoryError()
+        self.node_count = len(nodes)
+        self.held = []
+        for i, node in enumerate(nodes):
+            self.nodes[i].first = at
+            self.nodes[i].count = len(node)
+            for name, strategy, n, replacement, child in node:
+                e = &self.edges[at]
+                self.held.append(name)
+                e.name = <const unsigned char*>PyBytes_AS_STRING(name)
+                e.size = PyBytes_GET_SIZE(name)
+                e.backslash = b"\\" in name
+                e.strategy = strategy
+                e.child = child
+                e.n = n
+                e.replacement = NULL
+                e.replacement_size = 0
+                if replacement is not None:
+                    self.held.append(replacement)
+                    e.replacement = <const unsigned char*>PyBytes_AS_STRING(replacement)
+                    e.replacement_size = PyBytes_GET_SIZE(replacement)
+                at += 1
+        self.height = height
+        self.max_depth = max_depth
+        self.hash_function = hash_function
+
+    def mask(self, value):
+        cdef Walk w
+        cdef Edit local_edits[LOCAL_EDITS]
+        cdef unsigned char local_kinds[LOCAL_KINDS]
+        cdef Frame local_frames[LOCAL_FRAMES]
+        cdef bint frames_owned = False
+        cdef int status
+        if not PyBytes_Check(value):
+            raise _py._not_bytes(value)
+        if self.nodes == NULL:
+            raise TypeError("FieldMasker.__init__ was not called")
+        memset(&w, 0, sizeof(Walk))
+        w.nodes = self.nodes
+        w.edges = self.edges
+        w.root = 0 if self.nodes[0].count else -1
+        w.max_depth = self.max_depth
+        w.edits = local_edits
+        w.edit_capacity = LOCAL_EDITS
+        w.kinds = local_kinds
+        w.kind_capacity = LOCAL_KINDS
+        w.frames = local_frames
+        if self.height > LOCAL_FRAMES:
+            w.frames = <Frame*>malloc(self.height * sizeof(Frame))
+            if w.frames == NULL:
+                raise MemoryError()
+            frames_owned = True
+        try:
+            status = _walk(&w, <const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            if w.kinds_owned:
+                free(w.kinds)
+                w.kinds_owned = False
+            if status == NO_MEMORY:
+                raise MemoryError()
+            if status == INVALID:
+                return None
+            if w.fallback:
+                return FALLBACK
+            if w.edit_count == 0:
+                return value
+            return self._write(value, &w)
+        finally:
+            if w.kinds_owned:
+                free(w.kinds)
+            if w.edits_owned:
+                free(w.edits)
+            if frames_owned:
+                free(w.frames)
+
+    cdef bytes _write(self, object value, Walk* w):
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(value), i, done = 0, total, hash_at = 0
+        cdef Edit* edit
+        cdef const Edge* e
+        cdef list hashes = None
+        cdef object out
+        cdef int status
+        cdef bytes result
+        cdef unsigned char* o
+        total = size
+        for i in range(w.edit_count):
+            edit = &w.edits[i]
+            if edit.edge < 0:
+                edit.size = 0
+            else:
+                e = &w.edges[edit.edge]
+                if e.strategy == S_REDACT:
+                    edit.size = e.replacement_size
+                elif e.strategy == S_NULL:
+                    edit.size = 4
+                elif e.strategy == S_HASH:
+                    out = self.hash_function(PyBytes_FromStringAndSize(<const char*>p + edit.start,
+                                                                       edit.end - edit.start))
+                    if not PyBytes_Check(out):
+                        raise _py._hash_not_bytes(out)
+                    status = _valid(<const unsigned char*>PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out),
+                                    self.max_depth)
+                    if status == NO_MEMORY:
+                        raise MemoryError()
+                    if status == INVALID:
+                        raise _py._hash_not_json(out)
+                    if hashes is None:
+                        hashes = []
+                    hashes.append(out)
+                    edit.size = PyBytes_GET_SIZE(out)
+                else:
+                    _keep(p, edit, e.n, e.strategy == S_KEEP_LAST)
+            total += edit.size - (edit.end - edit.start)
+        result = PyBytes_FromStringAndSize(NULL, total)
+        o = <unsigned char*>PyBytes_AS_STRING(result)
+        for i in range(w.edit_count):
+            edit = &w.edits[i]
+            memcpy(o, p + done, edit.start - done)
+            o += edit.start - done
+            done = edit.end
+            if edit.edge < 0:
+                continue
+            e = &w.edges[edit.edge]
+            if e.strategy == S_REDACT:
+                memcpy(o, e.replacement, e.replacement_size)
+            elif e.strategy == S_NULL:
+                memcpy(o, b"null", 4)
+            elif e.strategy == S_HASH:
+                out = hashes[hash_at]
+                hash_at += 1
+                memcpy(o, PyBytes_AS_STRING(out), edit.size)
+            else:
+                o[0] = 0x22
+                if e.strategy == S_KEEP_LAST:
+                    memset(o + 1, 0x2A, edit.stars)
+                    memcpy(o + 1 + edit.stars, p + edit.keep_from, edit.keep_to - edit.keep_from)
+                else:
+                    memcpy(o + 1, p + edit.keep_from, edit.keep_to - edit.keep_from)
+                    memset(o + 1 + edit.keep_to - edit.keep_from, 0x2A, edit.stars)
+                o[edit.size - 1] = 0x22
+            o += edit.size
+        memcpy(o, p + done, size - done)
+        return result
