@@ -7,35 +7,11 @@ seed so runs compare (the records of bench_content.py); each benchmark's `us_per
 info, and the printed table) is its median time over the batch divided by 1000. The orjson row
 is the floor of the general path: parse and write every record and do nothing else.
 """
-import random
-
 import orjson
 import pytest
 
+from bench_content import VALUES, orjson_round_trip, per_record
 from brokerguard._native import jsonmask, jsonmask_py
-
-RECORDS = 1000
-
-
-def batch(seed=20251130):
-    rnd = random.Random(seed)
-    values = []
-    for index in range(RECORDS):
-        values.append(orjson.dumps({
-            "id": 100_000 + index,
-            "card": {"number": rnd.choice(["4111111111111111", "5555555555554444", "378282246310005"]),
-                     "expiry": f"{rnd.randint(1, 12):02d}/{rnd.randint(26, 32)}", "holder": "Jane Q Public"},
-            "customer": {"email": f"customer{rnd.randint(0, 99_999)}@example.com", "id": f"c-{rnd.randint(0, 99_999)}",
-                         "tier": rnd.choice(["gold", "silver", "bronze"])},
-            "amount": round(rnd.uniform(1, 500), 2), "currency": rnd.choice(["EUR", "USD", "GBP"]),
-            "items": [{"sku": f"A-{rnd.randint(1, 99)}", "qty": rnd.randint(1, 5), "note": rnd.choice(["", "gift"])}],
-            "ts": "2025-11-30T12:00:00Z", "merchant": "Acme Coffee Roasters",
-        }))
-    return values
-
-
-VALUES = batch()
-SIZE = sum(map(len, VALUES)) / RECORDS
 
 
 def three_paths(twin):
@@ -47,22 +23,8 @@ def three_paths(twin):
     ])
 
 
-def per_record(benchmark):
-    benchmark.extra_info["record_bytes"] = round(SIZE)
-    median = benchmark.stats.stats.median
-    benchmark.extra_info["us_per_record"] = round(median / RECORDS * 1e6, 3)
-    fastest = benchmark.stats.stats.min
-    print(f"\n{benchmark.name}: {median / RECORDS * 1e6:.2f} µs/record median, {fastest / RECORDS * 1e6:.2f} "
-          f"fastest ({SIZE:.0f}-byte JSON records)")
-
-
 def mask_all(mask, values):
     return [mask(value) for value in values]
-
-
-def orjson_round_trip(values):
-    loads, dumps = orjson.loads, orjson.dumps
-    return [dumps(loads(value)) for value in values]
 
 
 @pytest.mark.benchmark(group="jsonmask: 3 member paths")

@@ -9,8 +9,11 @@ Guarantees:
   entry's correlation id, and answers the gateway makes itself wait in the same FIFO for their
   turn.
 - Requests every rule allows pass through untouched: one copy out of the read buffer and one
-  write per read, whatever the number of frames in it. Only requests with a denied part, and
-  responses that carry broker addresses or must hide or add entries, are encoded again.
+  write per read, whatever the number of frames in it. Only requests with a denied part or
+  records an obligation changed, and responses that carry broker addresses, must hide or add
+  entries, or carry records to mask, are encoded again (content.py).
+- A rate limit's throttle holds the response that long, and every later one behind it; a
+  request without a response (acks=0) holds the client's next requests instead.
 - A request that must wait (authentication, topic ids to look up) holds every later request of
   the connection behind it, so the broker sees them in the client's order.
 - Backpressure both ways: when one side's write buffer is full, the other side stops reading.
@@ -38,6 +41,7 @@ from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
 from .rewrite import request_frame, response_frame
+from .split import chain
 
 if TYPE_CHECKING:
     from .adapter import KafkaAdapter
@@ -70,17 +74,6 @@ class InFlight:
         self.local = local
         self.merge = merge
         self.throttle_s = throttle_s
-
-
-def _chain(steps: list) -> Callable[[dict], None] | None:
-    steps = [step for step in steps if step is not None]
-    if len(steps) <= 1:
-        return steps[0] if steps else None
-
-    def run(response: dict) -> None:
-        for step in steps:
-            step(response)
-    return run
 
 
 def _throttle_merge(seconds: float) -> Callable[[dict], None]:
@@ -359,21 +352,18 @@ class ClientConnection(asyncio.BufferedProtocol):
         except ValueError as err:
             self.close(f"bad request: {err}", level=logging.WARNING)
             return DONE
-        steps = [step for step in (merge, content.produce_merge(checked, version)) if step is not None]
-        if throttle:
-            steps.append(_throttle_merge(throttle))
+        steps = [merge, content.produce_merge(checked, version), _throttle_merge(throttle) if throttle else None]
         if forward is None:
             if expects_response:
                 answer = answers.answer(apis.PRODUCE, version)
-                for step in steps:
-                    step(answer)
+                chain(steps)(answer)
                 self._answer(InFlight(correlation_id, apis.PRODUCE, version, throttle_s=throttle,
                                       local=response_frame(correlation_id, apis.PRODUCE, version, answer)))
             elif throttle:
                 self._mute(throttle)
             return DONE
         if expects_response:
-            self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, merge=_chain(steps),
+            self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, merge=chain(steps),
                                             throttle_s=throttle))
         elif throttle:
             self._mute(throttle)
@@ -422,7 +412,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         request = InFlight(correlation_id, api_key, api_version, merge=plan.merge)
         if obligations and api_key in RECORDS_OUT:
             by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
-            request.merge = _chain([self._fetch_merge(by_topic, request), plan.merge])
+            request.merge = chain([self._fetch_merge(by_topic, request), plan.merge])
         if expects_response:
             self._in_flight.append(request)
         if not plan.changed:

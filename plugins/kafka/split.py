@@ -200,7 +200,7 @@ class Call:
         steps = [m for m in merges if m is not None]
         if added := {k: v for k, v in (added or {}).items() if v}:
             steps.append(_adder(added))
-        merge = steps[0] if len(steps) == 1 else _chain(steps) if steps else None
+        merge = chain(steps)
         if changes:
             return Plan({**self.body, **changes}, True, None, merge, self.denied)
         return Plan(self.body, False, None, merge, self.denied)
@@ -213,7 +213,12 @@ def _adder(added: Mapping[str, list[dict]]) -> Merge:
     return add
 
 
-def _chain(steps: list[Merge]) -> Merge:
+def chain(steps: Iterable[Merge | None]) -> Merge | None:
+    """One merge that runs `steps` in order (None ones left out); None when there are none."""
+    steps = [step for step in steps if step is not None]
+    if len(steps) <= 1:
+        return steps[0] if steps else None
+
     def run(response: dict) -> None:
         for step in steps:
             step(response)
