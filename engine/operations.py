@@ -3,6 +3,7 @@ adapters translate their wire requests into these, one (action, resource) pair a
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Any, NamedTuple
 
@@ -68,10 +69,8 @@ class Obligations(NamedTuple):
     def describe(self) -> dict[str, object]:
         """For people and JSON: names, not compiled objects."""
         return {"mask": list(self.masks), "validate": [v.name for v in self.validations],
-                "limits": [{"rule": source, **{k: v for k, v in (
-                    ("bytes_per_s", limit.bytes_per_s), ("records_per_s", limit.records_per_s),
-                    ("requests_per_s", limit.requests_per_s), ("per", limit.per)) if v is not None}}
-                    for source, limit in self.limits],
+                "limits": [{"rule": source, **{k: v for k, v in dataclasses.asdict(limit).items() if v is not None}}
+                           for source, limit in self.limits],
                 "rules": list(self.sources)}
 
 

@@ -119,7 +119,7 @@ def parse_files(sources: Iterable[tuple[str, bytes | str]], directory: str = "",
         if parsed is not None:
             files.append(parsed)
     if not problems:
-        problems += content.check_references(files)
+        problems += content.check_references()
     if problems:
         raise RulesError(problems, warnings)
     return RuleSet(directory=directory, files=tuple(files), warnings=tuple(warnings),
@@ -197,7 +197,7 @@ class _ContentReader:
     def refer(self, path: str, node: Node, kind: str, name: str) -> None:
         self._references.append((path, node, kind, name))
 
-    def check_references(self, files: list[RulesFile]) -> list[Problem]:
+    def check_references(self) -> list[Problem]:
         problems = []
         for path, node, kind, name in self._references:
             table = self.masks if kind == "mask" else self.validations
@@ -409,7 +409,7 @@ class _FileReader(Reader):
         if "per" in entries:
             per = self.text(entries["per"][1], "`limit.per`") or per
             if per not in LIMIT_PER:
-                self.error(entries["per"][1], f"`limit.per` is `resource` (each topic its own allowance) or "
+                self.error(entries["per"][1], "`limit.per` is `resource` (each topic its own allowance) or "
                                               "`identity` (one allowance for all)")
         return Limit(per=per, **rates)
 
