@@ -214,3 +214,20 @@ def test_random_json_never_raises(document):
     value = json.dumps(document).encode()
     problems = ANYTHING.check([b"1"], [value], [[("h", None)]])
     assert problems == [] or problems[0][0] == 0
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from([b'{"amount": 1}', b'{"amount": "x"}', b"{", b"[]",
+                                                                b'{"amount": 2.5, "n": null}', b"\xff"])),
+                       max_size=8),
+       allow_null=st.booleans(), with_schema=st.booleans())
+def test_the_whole_batch_pass_agrees_with_record_by_record(values, allow_null, with_schema):
+    spec = {"value": {"json": True, "allow_null": allow_null}}
+    if with_schema:
+        spec["value"]["schema"] = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
+    validation = compile_validation("v", spec, ".")
+    keys = [None] * len(values)
+    found = validation.check(keys, values)
+    record_by_record = [(index, message) for index, value in enumerate(values)
+                        if (message := validation._record(None, value, None)) is not None]
+    assert found == record_by_record
