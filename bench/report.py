@@ -307,7 +307,7 @@ def markdown(results: dict) -> str:
     if results.get("micro"):
         out += ["## Hot paths (pytest-benchmark, medians)", "",
                 "`.venv/bin/python -m pytest bench/bench_policy.py bench/bench_authorize.py "
-                "bench/bench_records.py bench/bench_content.py --benchmark-group-by=group`, in the same "
+                "bench/bench_records.py bench/bench_jsonmask.py bench/bench_content.py --benchmark-group-by=group`, in the same "
                 "run. Targets: a cached decision at most 1 µs, an uncached one at most 20 µs; the "
                 "record core masks at least 350k records/s per core (a 1000-record batch of ~300-byte "
                 "JSON, three masked fields, decode, mask, encode and CRC: at most 2.86 µs per record).",

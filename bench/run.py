@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py", "bench/bench_records.py",
-                    "bench/bench_content.py"]
+                    "bench/bench_jsonmask.py", "bench/bench_content.py"]
 
 
 def micro_benchmarks() -> list[dict]:
