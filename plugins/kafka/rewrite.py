@@ -85,8 +85,9 @@ def _address_apis() -> frozenset[int]:
 def response_frame(correlation_id: int, api_key: int, api_version: int, body: dict[str, Any]) -> bytes:
     """A whole response frame (size prefix included) for `body`."""
     header = codec.encode_response_header(correlation_id, codec.response_header_version(api_key, api_version))
-    payload = header + codec.encode_response(api_key, api_version, body)
-    return len(payload).to_bytes(4, "big") + payload
+    encoded = codec.encode_response(api_key, api_version, body)
+    # One copy of a body that may be megabytes of records, not one per concatenation.
+    return b"".join(((len(header) + len(encoded)).to_bytes(4, "big"), header, encoded))
 
 
 def request_frame(header: bytes, body: bytes) -> bytes:
