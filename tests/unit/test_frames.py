@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard._native import errors, frames, frames_py
 from brokerguard._native.errors import FrameError
@@ -31,12 +33,7 @@ for _api_key in (55, 57, 60, 61, 65, 66, 74, 75):
 
 LIMIT = 100 * 1024 * 1024
 
-RANDOM = settings(
-    max_examples=400,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+RANDOM = random_inputs(400)
 
 
 @pytest.fixture(params=TWINS)

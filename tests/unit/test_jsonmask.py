@@ -14,8 +14,10 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import event, given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard._native import jsonmask, jsonmask_py
 
@@ -23,12 +25,7 @@ TWINS = [pytest.param(jsonmask, id="cython"), pytest.param(jsonmask_py, id="pyth
 REDACT, NULL, DROP, KEEP_LAST, KEEP_FIRST, HASH = 1, 2, 3, 4, 5, 6
 MARK = b'"[REDACTED]"'
 
-RANDOM = settings(
-    max_examples=300,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+RANDOM = random_inputs(300)
 
 
 @pytest.fixture(params=TWINS)

@@ -8,7 +8,6 @@ Hypothesis prints the seed and a reproduction blob on failure.
 import array
 import gzip
 import os
-import resource
 import struct
 import subprocess
 import sys
@@ -22,8 +21,10 @@ import snappy
 import zstandard
 from aiokafka.record.default_records import DefaultRecordBatch as AioBatch
 from aiokafka.record.default_records import DefaultRecordBatchBuilder as AioBuilder
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 from kafka import codec as kafka_codec
 from kafka.record.default_records import DefaultRecordBatch as KafkaBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaBuilder
@@ -37,12 +38,7 @@ CODEC_IDS = ["none", "gzip", "snappy", "lz4", "zstd"]
 LIMIT = 64 * 1024 * 1024
 MIB = 1024 * 1024
 
-RANDOM = settings(
-    max_examples=300,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+RANDOM = random_inputs(300)
 
 
 @pytest.fixture(params=TWINS)
