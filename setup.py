@@ -19,6 +19,7 @@ extensions = [
     Extension("brokerguard._native.frames", ["ext/frames.pyx"]),
     Extension("brokerguard._native.records", ["ext/records.pyx"]),
     Extension("brokerguard._native.jsonmask", ["ext/jsonmask.pyx"]),
+    Extension("brokerguard._native.jsoncheck", ["ext/jsoncheck.pyx"]),
 ]
 
 setup(
@@ -46,6 +47,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
+        include_path=["ext"],  # json_tokens.pxd
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     ),
 )

@@ -57,16 +57,17 @@ DETECTING = compile_profile("detectors", {"detectors": ["payment_card", "email",
                             detectors=DETECTORS, hash_key=KEY)
 UNTOUCHED = compile_profile("untouched", {"fields": [{"path": "$.password", "strategy": "redact"}]},
                             detectors=DETECTORS, hash_key=KEY)
+PAYMENT_EVENT = {
+    "type": "object", "required": ["id", "card", "amount", "currency"],
+    "properties": {"id": {"type": "integer"}, "amount": {"type": "number", "minimum": 0},
+                   "currency": {"enum": ["EUR", "USD", "GBP"]},
+                   "card": {"type": "object", "required": ["number"],
+                            "properties": {"number": {"type": "string", "pattern": "^[0-9]{13,19}$"}}},
+                   "items": {"type": "array", "items": {"type": "object", "required": ["sku"]}}}}
 SCHEMA = compile_validation("payment-event", {
-    "value": {"schema": {
-        "type": "object", "required": ["id", "card", "amount", "currency"],
-        "properties": {"id": {"type": "integer"}, "amount": {"type": "number", "minimum": 0},
-                       "currency": {"enum": ["EUR", "USD", "GBP"]},
-                       "card": {"type": "object", "required": ["number"],
-                                "properties": {"number": {"type": "string", "pattern": "^[0-9]{13,19}$"}}},
-                       "items": {"type": "array", "items": {"type": "object", "required": ["sku"]}}}}},
-    "required_headers": ["trace-id"], "max_record_bytes": 1048576,
+    "value": {"schema": PAYMENT_EVENT}, "required_headers": ["trace-id"], "max_record_bytes": 1048576,
 }, ".")
+VALUE_ONLY = compile_validation("payment-event-value", {"value": {"schema": PAYMENT_EVENT}}, ".")
 KEYS = [None] * RECORDS
 HEADERS = [[("trace-id", b"0af7651916cd43dd8448eb211c80319c")]] * RECORDS
 
@@ -157,6 +158,13 @@ def test_schema_headers_size_all_valid(benchmark):
     per_record(benchmark)
 
 
+@pytest.mark.benchmark(group="validate")
+def test_schema_value_only_all_valid(benchmark):
+    problems = benchmark(VALUE_ONLY.check, None, VALUES)
+    assert problems == []
+    per_record(benchmark)
+
+
 INVALID = [value.replace(b'"currency":"', b'"currency":"X') for value in VALUES]
 
 
@@ -193,10 +201,13 @@ def test_mask_whole_batch(benchmark, codec):
 
 
 @pytest.mark.benchmark(group="batch: decode, validate")
-def test_validate_whole_batch(benchmark):
+@pytest.mark.parametrize("validation", [SCHEMA, VALUE_ONLY], ids=["schema-headers-size", "schema"])
+def test_validate_whole_batch(benchmark, validation):
     def validate(raw: bytes):
         for batch in read_batches(raw, LIMIT)[0]:
             records = batch.decode(LIMIT)
-            SCHEMA.check(records.keys(), records.values(), HEADERS)
+            keys = records.keys() if validation.reads_keys else None
+            headers = HEADERS if validation.reads_headers else None
+            assert validation.check(keys, records.values(), headers, records.sizes()) == []
     benchmark(validate, BATCHES[NONE])
     per_record(benchmark)

@@ -9,6 +9,7 @@ from brokerguard._native.errors import FrameError, RecordError
 
 if os.environ.get("BROKERGUARD_NO_EXTENSIONS") == "1":
     from brokerguard._native import frames_py as _frames
+    from brokerguard._native import jsoncheck_py as _jsoncheck
     from brokerguard._native import jsonmask_py as _jsonmask
     from brokerguard._native import records_py as _records
 
@@ -16,6 +17,7 @@ if os.environ.get("BROKERGUARD_NO_EXTENSIONS") == "1":
 else:
     try:
         from brokerguard._native import frames as _frames
+        from brokerguard._native import jsoncheck as _jsoncheck
         from brokerguard._native import jsonmask as _jsonmask
         from brokerguard._native import records as _records
     except ImportError as err:
@@ -42,6 +44,9 @@ Batch = _records.Batch
 Records = _records.Records
 read_batches = _records.read_batches
 encode_batch = _records.encode_batch
+
+SchemaCheck = _jsoncheck.SchemaCheck
+compile_check = _jsoncheck.compile_check
 
 FALLBACK = _jsonmask.FALLBACK
 FieldMasker = _jsonmask.FieldMasker
@@ -70,6 +75,8 @@ __all__ = [
     "Records",
     "RequestScanner",
     "ResponseScanner",
+    "SchemaCheck",
+    "compile_check",
     "encode_batch",
     "parse_request_header",
     "read_batches",

@@ -7,8 +7,9 @@ and what happens to an invalid record (`reject`, or `dead_letter` to a named des
 Guarantees:
 - `Validation.check` never raises for any content of the records: nesting 100000 deep, numbers
   beyond any range, invalid UTF-8 and 10 MB strings all come back as a message.
-- A valid record costs one orjson parse per JSON part and one `is_valid`; the detailed errors
-  are computed only for records that fail.
+- A valid record costs one native pass over its bytes where the schema is within what
+  `SchemaCheck` reads (brokerguard._native.compile_check), else one orjson parse and one
+  `is_valid`; the detailed errors are computed only for records that fail.
 - Schemas are checked when compiled; `$ref`s are never fetched (no network or file access while
   validating) and `pattern`s run on a linear-time regex engine.
 - Messages name the place: `$.amount: "12" is not of type "number"`; each is at most a few
@@ -28,6 +29,7 @@ import jsonschema_rs
 import orjson
 import yaml
 
+from brokerguard._native import compile_check
 from brokerguard.content.errors import ContentSpecError, check_keys, type_word
 from brokerguard.content.masking import is_json
 
@@ -78,6 +80,7 @@ class _Part:
     json: bool
     allow_null: bool
     validator: Any  # a jsonschema_rs validator, or None
+    fast: Any  # a SchemaCheck for the same schema, or None where it cannot read the schema
 
     def problem(self, data: bytes | None) -> str | None:
         if data is None:
@@ -87,7 +90,7 @@ class _Part:
         if not self.json:
             return None
         validator = self.validator
-        if validator is None and is_json(data):
+        if (validator is None and is_json(data)) or (self.fast is not None and self.fast.passes(data)):
             return None  # checked natively, without building objects
         try:
             doc = _loads(data)
@@ -122,14 +125,16 @@ class Validation:
         return f"<Validation {self.name}>"
 
     def check(self, keys: Sequence[bytes | None] | None, values: Sequence[bytes | None],
-              headers: Sequence[Sequence[Header] | None] | None = None) -> list[tuple[int, str]]:
+              headers: Sequence[Sequence[Header] | None] | None = None,
+              sizes: Sequence[int] | None = None) -> list[tuple[int, str]]:
         """(record index, message) for each invalid record of a batch, in order; [] when all are valid.
 
         `keys`, `values` and `headers` are parallel lists, one entry per record (`keys` or
         `headers` may be None for a batch without them); a record's headers are (name, value)
-        pairs. Never raises for any content of the records.
+        pairs. `sizes`, each record's encoded size if known, lets a batch far enough below
+        `max_record_bytes` skip counting. Never raises for any content of the records.
         """
-        if self._all_values_pass(values):
+        if self._batch_passes(values, headers, sizes):
             return []
         problems: list[tuple[int, str]] = []
         record = self._record
@@ -144,21 +149,48 @@ class Validation:
                 problems.append((index, message))
         return problems
 
-    def _all_values_pass(self, values: Sequence[bytes | None]) -> bool:
-        """The common case in one tight pass: only the value is checked, and every value is
-        JSON that the schema accepts. False sends the batch record by record, for the reasons."""
-        part = self.value
-        if part is None or self.key is not None or self.required_headers or self.max_record_bytes is not None:
+    @property
+    def reads_keys(self) -> bool:
+        return self.key is not None or self.max_record_bytes is not None
+
+    @property
+    def reads_headers(self) -> bool:
+        return bool(self.required_headers) or self.max_record_bytes is not None
+
+    def _batch_passes(self, values: Sequence[bytes | None], headers: Sequence[Sequence[Header] | None] | None,
+                      sizes: Sequence[int] | None) -> bool:
+        """The common case in a few tight passes over the batch: every record surely passes.
+        False sends the batch record by record, for the reasons."""
+        if self.key is not None:
             return False
+        limit = self.max_record_bytes
+        # An encoded record holds its key, value and headers, and more: within the limit, so are they.
+        if limit is not None and (sizes is None or max(sizes, default=0) > limit):
+            return False
+        if self.required_headers:
+            if headers is None:
+                return False
+            required = self.required_headers
+            for pairs in headers:
+                names = [name for name, _ in pairs or ()]
+                if not all(name in names for name in required):
+                    return False
+        part = self.value
+        if part is None:
+            return True
+        if part.fast is not None and type(values) is list:
+            return part.fast.passes_all(values, part.allow_null)
         if not part.allow_null and None in values:
             return False
         if not part.json:
             return True
+        if part.validator is None:
+            return all(is_json(value) for value in values if value is not None)
         try:
             docs = [_loads(value) for value in values if value is not None]
         except (_JSONDecodeError, TypeError):
             return False
-        return part.validator is None or all(map(part.validator.is_valid, docs))
+        return all(map(part.validator.is_valid, docs))
 
     def _record(self, key: bytes | None, value: bytes | None, headers: Sequence[Header] | None) -> str | None:
         limit = self.max_record_bytes
@@ -265,16 +297,18 @@ def _part(label: str, spec: Any, base_dir: Path, fail: Any, name: str) -> _Part:
     allow_null = spec.get("allow_null", True)
     if not isinstance(allow_null, bool):
         raise fail(f"{where}.allow_null", f"`allow_null` is true or false, not {type_word(allow_null)}")
-    validator = None
+    validator = schema = None
     if "schema" in spec:
-        validator = _validator(spec["schema"], f"{where}.schema", "", fail)
+        schema = spec["schema"]
+        validator = _validator(schema, f"{where}.schema", "", fail)
     elif "schema_file" in spec:
         file = spec["schema_file"]
         at = f"{where}.schema_file"
         if not isinstance(file, str) or not file:
             raise fail(at, f"`schema_file` is a path relative to the rules directory, not {type_word(file)}")
-        validator = _validator(_read_schema(base_dir / file, file, at, fail), at, f"{file}: ", fail)
-    return _Part(label, is_json, allow_null, validator)
+        schema = _read_schema(base_dir / file, file, at, fail)
+        validator = _validator(schema, at, f"{file}: ", fail)
+    return _Part(label, is_json, allow_null, validator, None if validator is None else compile_check(schema))
 
 
 def _read_schema(path: Path, shown: str, at: str, fail: Any) -> Any:

@@ -104,11 +104,15 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
             parts.append(batch.raw)
             continue
         records = batch.decode(max_uncompressed)
-        keys, values, headers = records.keys(), records.values(), records.headers()
+        values = records.values()
+        # Keys and headers become Python objects only where a check reads them.
+        keys = records.keys() if any(v.reads_keys for v in wanted.validations) else None
+        headers = records.headers() if any(v.reads_headers for v in wanted.validations) else None
+        sizes = records.sizes() if any(v.max_record_bytes is not None for v in wanted.validations) else None
         errors: dict[int, str] = {}
         dead_letter: dict[int, tuple[str, str]] = {}  # index -> (dead-letter topic, validation)
         for validation in wanted.validations:
-            for at, message in validation.check(keys, values, headers):
+            for at, message in validation.check(keys, values, headers, sizes):
                 if at in errors:
                     continue
                 errors[at] = message
@@ -128,6 +132,8 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
             out.refused[(topic, index)] = _invalid(topic, index, {**errors, **rejected}, base)
             return
         if dead_letter:
+            keys = records.keys() if keys is None else keys
+            headers = records.headers() if headers is None else headers
             keep = [at for at in range(len(values)) if at not in dead_letter]
             timestamps = [batch.base_timestamp + delta for delta in records.timestamp_deltas()]
             for at, (dlq, validation) in dead_letter.items():

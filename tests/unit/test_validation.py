@@ -4,6 +4,7 @@ that must come back as a message, never as an exception.
 hypothesis prints the failing example and the seed to replay it (`--hypothesis-seed`).
 """
 
+import dataclasses
 import json
 
 import orjson
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from brokerguard.content import ContentSpecError, Validation, compile_validation
+from brokerguard.content.validation import _size
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PAYMENT = {"type": "object", "required": ["amount"],
@@ -220,14 +222,58 @@ def test_random_json_never_raises(document):
 @given(values=st.lists(st.one_of(st.none(), st.sampled_from([b'{"amount": 1}', b'{"amount": "x"}', b"{", b"[]",
                                                                 b'{"amount": 2.5, "n": null}', b"\xff"])),
                        max_size=8),
-       allow_null=st.booleans(), with_schema=st.booleans())
-def test_the_whole_batch_pass_agrees_with_record_by_record(values, allow_null, with_schema):
+       allow_null=st.booleans(), with_schema=st.booleans(), fast=st.booleans())
+def test_the_whole_batch_pass_agrees_with_record_by_record(values, allow_null, with_schema, fast):
     spec = {"value": {"json": True, "allow_null": allow_null}}
     if with_schema:
         spec["value"]["schema"] = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}
     validation = compile_validation("v", spec, ".")
+    if not fast:
+        validation.value = dataclasses.replace(validation.value, fast=None)
     keys = [None] * len(values)
     found = validation.check(keys, values)
     record_by_record = [(index, message) for index, value in enumerate(values)
                         if (message := validation._record(None, value, None)) is not None]
     assert found == record_by_record
+
+
+def test_the_native_check_comes_first_where_it_reads_the_schema():
+    order = {"type": "object", "required": ["id"], "properties": {"id": {"type": "integer", "minimum": 1},
+                                                                   "code": {"type": "string", "pattern": "^[A-Z]{3}$"}}}
+    fast = compile_validation("v", {"value": {"schema": order}}, ".")
+    assert fast.value.fast is not None and PAYMENT_EVENT.value.fast is not None
+    either = compile_validation("v", {"value": {"schema": {"anyOf": [{"type": "integer"}, {"type": "string"}]}}}, ".")
+    assert either.value.fast is None  # anyOf: the full validator alone
+    slow = compile_validation("v", {"value": {"schema": order}}, ".")
+    slow.value = dataclasses.replace(slow.value, fast=None)
+    values = [b'{"id": 1}', b'{"id": 0}', b'{"id": 1.5}', b'{"id": 2.0}', b'{"id": 1e400}', b'{"id": "\\ud800"}',
+              b"{}", b"[", None, b'{"id": 12345678901234567890}', b'{"id": 3, "code": "EU"}', b'{"id": 3, "code": "EUR"}']
+    assert fast.check(None, values) == slow.check(None, values) == [
+        (1, "$.id: 0 is less than the minimum of 1"),
+        (2, '$.id: 1.5 is not of type "integer"'),
+        (4, "value is not JSON: number is infinity when parsed as double at line 1 column 8"),
+        (5, "value is not JSON: no low surrogate in string at line 1 column 9"),
+        (6, '$: "id" is a required property'),
+        (7, "value is not JSON: unexpected end of data at line 1 column 2"),
+        (10, '$.code: "EU" does not match "^[A-Z]{3}$"'),
+    ]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(st.sampled_from([None, b"k", b"k" * 40]),
+                                  st.sampled_from([None, b'{"amount": 1}', b'{"amount": "x"}', b"{"]),
+                                  st.lists(st.tuples(st.sampled_from(["trace-id", "other", b"trace-id"]),
+                                                     st.sampled_from([None, b"", b"abc" * 10])), max_size=3),
+                                  st.integers(0, 20)), max_size=6),
+       limit=st.integers(1, 80), with_sizes=st.booleans())
+def test_headers_and_sizes_in_bulk_agree_with_record_by_record(records, limit, with_sizes):
+    validation = compile_validation("v", {"value": {"json": True}, "required_headers": ["trace-id"],
+                                          "max_record_bytes": limit}, ".")
+    keys = [key for key, _, _, _ in records]
+    values = [value for _, value, _, _ in records]
+    headers = [pairs for _, _, pairs, _ in records]
+    # an encoded record is its key, value and headers and some bytes of framing
+    sizes = [_size(key, value, pairs) + framing for key, value, pairs, framing in records] if with_sizes else None
+    record_by_record = [(index, message) for index, (key, value, pairs, _) in enumerate(records)
+                        if (message := validation._record(key, value, pairs)) is not None]
+    assert validation.check(keys, values, headers, sizes) == record_by_record
