@@ -40,6 +40,12 @@ class FieldMasker:
         Documents nested deeper than max_depth (objects and arrays) count as invalid.
 
         Raises TypeError or ValueError for a malformed rule (the same message in both twins)."""
+    def mask_all(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[int]]:
+        """mask for each item of values in one call: the results in order, and the indexes of
+        the items it left for the general path (kept as they were in the list): those that are
+        not bytes and those mask answers None or FALLBACK for. A None item stays None. Raises
+        what mask raises."""
+
     def mask(self, value: bytes) -> bytes | _Fallback | None:
         """value masked by the rules:
 

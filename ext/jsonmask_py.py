@@ -389,6 +389,21 @@ class FieldMasker:
         self._hash = hash_function
         self._max_depth = max_depth
 
+    def mask_all(self, values):
+        out = []
+        pending = []
+        for index, value in enumerate(values):
+            if value is None:
+                out.append(None)
+                continue
+            result = self.mask(value) if isinstance(value, bytes) else None
+            if result is None or result is FALLBACK:
+                pending.append(index)
+                out.append(value)
+            else:
+                out.append(result)
+        return out, pending
+
     def mask(self, value):
         if not isinstance(value, bytes):
             raise _not_bytes(value)

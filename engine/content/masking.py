@@ -505,48 +505,52 @@ class MaskProfile:
         unmasked); with `on_unmaskable: redact`, replaced by `UNMASKABLE` and not reported.
         Never raises for any content of `values`.
         """
-        out: list[bytes | None] = []
+        walker = self._walker
+        if walker is not None and self._scanner is None and type(values) is list:
+            # The usual profile: one native call for the batch; only what it leaves comes back here.
+            out, pending = walker.mask_all(values)
+            walked = True
+        else:
+            out, pending = list(values), range(len(values))
+            walked = False
         failures: list[tuple[int, str]] = []
-        document = self._document
-        members = self._members if self._members_only else None
-        walk = self._walker.mask if self._walker is not None else None
-        scanner = self._scanner
-        for index, value in enumerate(values):
+        for index in pending:
+            value = values[index]
             if value is None:
-                out.append(None)
                 continue
-            if walk is not None and type(value) is bytes:
-                walked = walk(value)
-                if walked is not None and walked is not FALLBACK:
-                    if scanner is None:
-                        out.append(walked)
-                        continue
-                    if 92 not in walked:  # no backslash: detectors can splice in the bytes
-                        spliced = _splice(scanner, walked)
-                        if spliced is not _ACROSS:
-                            out.append(walked if spliced is None else spliced)
-                            continue
-            try:
-                doc = _loads(value)
-            except _JSONDecodeError as err:
-                result = self._text(value, err)
-            else:
-                try:
-                    if members is not None:  # the usual profile, without a call in between
-                        result = _write(value, doc) if members(doc) else value
-                    else:
-                        result = document(value, doc)
-                except Exception as err:  # e.g. hashing a part nested deeper than orjson writes
-                    result = f"value cannot be masked: {type(err).__name__}: {err}"
+            result = self._mask_one(value, walked)
             if type(result) is str:
                 if self._redact_unmaskable:
-                    out.append(UNMASKABLE)
+                    out[index] = UNMASKABLE
                 else:
-                    out.append(None)
+                    out[index] = None
                     failures.append((index, result))
             else:
-                out.append(result)
+                out[index] = result
         return out, failures
+
+    def _mask_one(self, value: bytes, walked: bool) -> bytes | str:
+        """One value masked, or why it cannot be; walked: the native walker already had a look."""
+        if not walked and self._walker is not None and type(value) is bytes:
+            result = self._walker.mask(value)
+            if result is not None and result is not FALLBACK:
+                scanner = self._scanner
+                if scanner is None:
+                    return result
+                if 92 not in result:  # no backslash: detectors can splice in the bytes
+                    spliced = _splice(scanner, result)
+                    if spliced is not _ACROSS:
+                        return result if spliced is None else spliced
+        try:
+            doc = _loads(value)
+        except _JSONDecodeError as err:
+            return self._text(value, err)
+        try:
+            if self._members_only:  # the usual profile, without a call in between
+                return _write(value, doc) if self._members(doc) else value
+            return self._document(value, doc)
+        except Exception as err:  # e.g. hashing a part nested deeper than orjson writes
+            return f"value cannot be masked: {type(err).__name__}: {err}"
 
     def _document(self, raw: bytes, doc: Any) -> bytes | str:
         """The masked bytes of one parsed value, or why it cannot be masked."""

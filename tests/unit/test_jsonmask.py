@@ -813,3 +813,20 @@ def test_random_bytes_never_raise(value):
     agree(value)
     for prefix in (b'{"a": ', b'{"card": {"number": ', b'{"b": 1, "x y": ', b'"'):
         agree(prefix + value)
+
+
+@RANDOM
+@given(values=st.lists(st.none() | mutated() | st.sampled_from([b'{"card": {"number": 4111}}', bytearray(b"{}"), "{}"]),
+                       max_size=8))
+def test_mask_all_is_mask_one_by_one(values):
+    for twin in (jsonmask, jsonmask_py):
+        out, pending = masker(twin, *MASKING).mask_all(values)
+        expected, left = [], []
+        for index, value in enumerate(values):
+            result = masker(twin, *MASKING).mask(value) if isinstance(value, bytes) else None
+            if value is not None and (result is None or result is jsonmask.FALLBACK):
+                left.append(index)
+                result = value
+            expected.append(result)
+        assert (out, pending) == (expected, left)
+        assert [a is value for a, value in zip(out, values)] == [b is value for b, value in zip(expected, values)]
