@@ -91,7 +91,9 @@ cdef inline Py_ssize_t _utf8(const unsigned char* p, Py_ssize_t pos, Py_ssize_t 
     return -1
 
 
-cdef inline Py_ssize_t _string(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
+cdef inline Py_ssize_t _string(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
+                               bint* escaped=NULL) noexcept nogil:
+    """escaped, if given, is set when the string holds a backslash escape (and left alone if not)."""
     cdef uint64_t x, flags
     cdef unsigned char c
     while True:
@@ -112,6 +114,8 @@ cdef inline Py_ssize_t _string(const unsigned char* p, Py_ssize_t pos, Py_ssize_
         if c == 0x5C:
             if pos + 1 >= n:
                 return -1
+            if escaped != NULL:
+                escaped[0] = True
             c = p[pos + 1]
             if c == 0x75:  # u
                 if (pos + 5 >= n or not _hex(p[pos + 2]) or not _hex(p[pos + 3]) or not _hex(p[pos + 4])

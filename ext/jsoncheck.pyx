@@ -138,14 +138,13 @@ cdef bint _text_passes(const Plan* plan, Py_ssize_t text, const unsigned char* p
 
 cdef Py_ssize_t _string_value(const Plan* plan, int node, const unsigned char* p, Py_ssize_t pos,
                               Py_ssize_t n) noexcept:
-    cdef Py_ssize_t end = _string(p, pos + 1, n), size, count, i
+    cdef bint escaped = False
+    cdef Py_ssize_t end = _string(p, pos + 1, n, &escaped), size, count, i
     cdef const unsigned char* body = p + pos + 1
     cdef const Node* s
-    cdef bint escaped
     if end < 0:
         return FAIL
     size = end - pos - 2
-    escaped = memchr(body, 0x5C, size) != NULL
     if escaped and _lone_surrogate(p, pos + 1, end - 1):
         return FAIL
     if node == ANY:
@@ -172,13 +171,40 @@ cdef Py_ssize_t _string_value(const Plan* plan, int node, const unsigned char* p
     return end
 
 
+cdef double POWERS[23]
+for _power in range(23):
+    POWERS[_power] = 10.0 ** _power  # each exact as a double
+del _power
+
+
+cdef double _fraction(const unsigned char* p, Py_ssize_t start, Py_ssize_t end) noexcept nogil:
+    """The double nearest the fraction token p[start:end] (no exponent), as orjson reads it."""
+    cdef uint64_t mantissa = 0
+    cdef int digits = 0, decimals = 0
+    cdef bint after_point = False
+    cdef Py_ssize_t i
+    cdef char text[FRACTION_CHARS + 1]
+    for i in range(start, end):
+        if p[i] == 0x2E:
+            after_point = True
+        elif p[i] != 0x2D:
+            mantissa = mantissa * 10 + (p[i] - 0x30)
+            digits += mantissa != 0
+            decimals += after_point
+    if digits <= 15 and decimals <= 22:
+        # Both exact as doubles, so the one correctly rounded division is the nearest double.
+        return (-1.0 if p[start] == 0x2D else 1.0) * <double>mantissa / POWERS[decimals]
+    memcpy(text, p + start, end - start)
+    text[end - start] = 0
+    return strtod(text, NULL)  # correctly rounded too
+
+
 cdef Py_ssize_t _number_value(const Plan* plan, int node, const unsigned char* p, Py_ssize_t pos,
                               Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t start = pos, digits = 0, i
     cdef bint fraction = False, negative = False
     cdef int64_t integer = 0
     cdef double value
-    cdef char text[FRACTION_CHARS + 1]
     cdef const Node* s
     if p[pos] == 0x2D:
         negative = True
@@ -226,9 +252,7 @@ cdef Py_ssize_t _number_value(const Plan* plan, int node, const unsigned char* p
             return FAIL
     if s.has_minimum or s.has_maximum or s.has_exclusive_minimum or s.has_exclusive_maximum:
         if fraction:
-            memcpy(text, p + start, pos - start)
-            text[pos - start] = 0
-            value = strtod(text, NULL)  # correctly rounded, as orjson rounds
+            value = _fraction(p, start, pos)
         elif digits > EXACT_DIGITS:
             return FAIL
         else:
@@ -314,11 +338,11 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
         while True:
             if pos >= n or p[pos] != 0x22:
                 return FAIL
-            key_end = _string(p, pos + 1, n)
+            escaped = False
+            key_end = _string(p, pos + 1, n, &escaped)
             if key_end < 0:
                 return FAIL
             size = key_end - pos - 2
-            escaped = memchr(p + pos + 1, 0x5C, size) != NULL
             if escaped and _lone_surrogate(p, pos + 1, key_end - 1):
                 return FAIL
             child = ANY

@@ -353,6 +353,19 @@ def test_random_schemas_sound_for_anything(schema, document, ascii_only, indent)
     event(f"fast {fast}, full {exact}")
 
 
+@RANDOM
+@given(bound=st.floats(-1e6, 1e6, allow_nan=False) | st.decimals(-10 ** 9, 10 ** 9, places=12).map(float),
+       digits=st.integers(1, 17))
+def test_fractions_compare_with_bounds_as_orjson_reads_them(bound, digits):
+    """A fraction token near a bound: the check's reading of it must be orjson's, to the last bit."""
+    text = f"{bound:.{digits}f}".encode()
+    if len(text) > 24 or b"." not in text:
+        return
+    for keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        fast, exact = answers({"type": "number", keyword: bound}, text)
+        assert fast == exact, (keyword, bound, text)
+
+
 @st.composite
 def mutated(draw):
     value = bytearray(draw(st.sampled_from([GOOD_ORDER, b'{"a": [1, 2.5, "x\\u00e9", true, null]}'])))
