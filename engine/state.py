@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from brokerguard.errors import BrokerGuardError
+from brokerguard.sqlitefile import wal_mode
 
 log = logging.getLogger("brokerguard.state")
 
@@ -260,7 +261,7 @@ class SqliteStateStore:
                              check_same_thread=False)
         try:
             db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            mode = self._wal_mode(db)
+            mode = wal_mode(db, BUSY_TIMEOUT_MS / 1000)
             if mode.lower() != "wal":
                 raise StateError(f"state store {self.path}: cannot use WAL mode (got {mode}); "
                                  "put it on a local file system")
@@ -271,19 +272,6 @@ class SqliteStateStore:
             db.close()
             raise
         return db
-
-    @staticmethod
-    def _wal_mode(db: sqlite3.Connection) -> str:
-        """Switch to WAL. The switch needs the file to itself and SQLite does not wait for it
-        with the busy timeout, so workers opening a new store at once retry here."""
-        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
-        while True:
-            try:
-                return db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
 
     def _create_file(self) -> None:
         # Created here rather than by SQLite so the mode is 0600 from the first byte; SQLite
