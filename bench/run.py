@@ -234,7 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py", "bench/bench_records.py",
-                    "bench/bench_jsonmask.py", "bench/bench_content.py"]
+                    "bench/bench_jsonmask.py", "bench/bench_content.py", "bench/bench_audit.py"]
 
 
 def micro_benchmarks() -> list[dict]:
@@ -277,11 +277,15 @@ def main(argv=None) -> int:
             gateways.append(passthrough)
             routes.append(Route("foundation", f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
-        variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl")]
+        # Every gateway keeps an audit trail (SQLite, a digest of each produce's records) but the
+        # one that shows what auditing costs.
+        audited = {"capture": "digest"}
+        variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl", audited),
+                    (report.UNAUDITED, "gateway, SCRAM-SHA-512 upstream, audit off", "sasl", {"enabled": False})]
         if not args.no_plain_upstream:
-            variants.append(("gateway-plain", "gateway, PLAINTEXT upstream", "plain"))
-        for name, label, upstream in variants:
-            gateway = Gateway(broker, work_dir / name, workers=1, upstream=upstream)
+            variants.append(("gateway-plain", "gateway, PLAINTEXT upstream", "plain", audited))
+        for name, label, upstream, audit in variants:
+            gateway = Gateway(broker, work_dir / name, workers=1, upstream=upstream, audit=audit)
             gateways.append(gateway)
             gateway.start()
             routes.append(Route(name, label, gateway.bootstrap, gateway, worker_pid(gateway),

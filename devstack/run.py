@@ -65,9 +65,9 @@ def client_settings(bootstrap: str, password: str) -> dict[str, str]:
             "sasl.mechanisms": DEMO_MECHANISM, "sasl.username": DEMO_USER, "sasl.password": password}
 
 
-def mask_key(path: Path) -> Path:
-    """The key of the masks' pseudonyms (rules/payments.yaml hashes emails): made once and kept,
-    so the same email gets the same pseudonym in every run."""
+def kept_key(path: Path) -> Path:
+    """A secret made once and kept: the masks' pseudonym key (rules/payments.yaml hashes emails,
+    the same to the same pseudonym in every run) and the audit trail's chain key."""
     if not path.exists():
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(32))
@@ -79,8 +79,9 @@ def gateway_config(broker: KafkaBroker, password_file: Path, work: Path) -> dict
         "workers": 1,
         "identity": {"credentials_file": str(work / "credentials.json")},
         "rules": {"dir": str(SHIPPED_RULES)},
-        "content": {"hash_key_file": str(mask_key(work / "mask.key"))},
+        "content": {"hash_key_file": str(kept_key(work / "mask.key"))},
         "state": {"sqlite_path": str(work / "state.db")},
+        "audit": {"dir": str(work), "chain_key_file": str(kept_key(work / "audit-chain.key"))},
         "kafka": {
             "listen": {"host": GATEWAY_HOST, "port": GATEWAY_PORT,
                        "broker_ports": {"first": BROKER_PORTS_FIRST, "count": 8}},
@@ -130,6 +131,9 @@ Try it:
   $KCAT -L        # every broker address is a gateway address
 or with the same settings from a file: kcat -F {kcat_config} -L
 More accounts: brokerguard users add NAME --groups G1,G2 --config {config_file}
+The audit trail ({work / "audit.db"}):
+  brokerguard sessions list --config {config_file}
+  brokerguard audit verify --config {config_file}
 
 Ctrl-C stops the gateway and Kafka.
 """, flush=True)

@@ -16,7 +16,19 @@ def _run(args: argparse.Namespace) -> int:
             raise BrokerGuardError("--workers must be at least 1")
         settings = config.replace(settings, workers=args.workers)
     server.configure_logging(args.log_level or settings.log_level)
-    return server.run(settings)
+    return server.run(settings, config_file=args.config)
+
+
+def _admin(args: argparse.Namespace) -> int:
+    """The admin server alone, in the foreground: what `brokerguard run` forks beside the workers."""
+    from brokerguard import admin
+
+    settings = config.load(args.config)
+    if settings.admin is None:
+        raise BrokerGuardError(f"{args.config} has no `admin` section (docs/admin-api.md)")
+    server.configure_logging(args.log_level or settings.log_level)
+    with admin.bind(settings.admin) as sock:
+        return admin.serve(settings, args.config, sock)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -49,11 +61,18 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.set_defaults(handler=_run)
 
+    serve_admin = commands.add_parser("admin", help="run the admin API alone, in the foreground "
+                                                    "(`run` starts it too when the config has `admin`)")
+    serve_admin.add_argument("--config", required=True, help="YAML config file")
+    serve_admin.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve_admin.set_defaults(handler=_admin)
+
     check = commands.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config")
     check.set_defaults(handler=_check)
 
     from brokerguard import revocation
+    from brokerguard.audit import cli as audit_cli
     from brokerguard.identity import cli as users_cli
     from brokerguard.policy import cli as rules_cli
 
@@ -64,6 +83,7 @@ def parser() -> argparse.ArgumentParser:
     reload.set_defaults(handler=_reload_rules)
     users_cli.add_parser(commands)
     revocation.add_parser(commands)
+    audit_cli.add_parsers(commands)
     return top
 
 

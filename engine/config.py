@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -320,6 +320,130 @@ class StateConfig(_Strict):
             raise ValueError("`poll_interval_ms` must be from 10 to 1000: revocation must act within a second")
 
 
+class AlertsConfig(_Strict):
+    """How violations become alerts: repeats merged and alerts limited per window."""
+
+    window_s: float = 60.0
+    max_per_window: int = 20  # alerts sent per window; the rest are counted in one summary
+    auth_failure_threshold: int = 5  # failed logins from one address in a window that make an alert
+
+
+class AuditConfig(_Strict):
+    """The audit trail: where events go, how much of a payload they keep, what happens when a
+    sink cannot keep up. docs/audit.md has the details."""
+
+    enabled: bool = True
+    # Each sink: {type: <plugin name>, ...its options}; `events: alerts` sends it alerts only.
+    sinks: list[dict[str, Any]] = msgspec.field(default_factory=lambda: [{"type": "sqlite"}])
+    # Where sinks keep local files unless told otherwise (the SQLite file, a webhook's outbox).
+    dir: str = ".brokerguard"
+    # True: traffic stops while the trail cannot keep up. False: it never waits (see max_pending).
+    fail_closed: bool = False
+    # The key of the hash chain (HMAC): without it the chain cannot tell a careful forger.
+    chain_key_env: str | None = None
+    chain_key_file: str | None = None
+    # Payload kept with each request event when no rule says otherwise: for allowed requests,
+    # and for denied or invalid ones (kept masked, so an alert shows what triggered it).
+    capture: Literal["none", "digest", "masked", "full"] = "none"
+    capture_refused: Literal["none", "digest", "masked", "full"] = "masked"
+    batch_max: int = 500
+    flush_interval_ms: int = 50
+    max_pending: int = 100_000  # events held in memory while sinks lag
+    alerts: AlertsConfig = AlertsConfig()
+
+    def __post_init__(self) -> None:
+        if self.chain_key_env and self.chain_key_file:
+            raise ValueError("give one of `chain_key_env` and `chain_key_file`")
+        if self.chain_key_env and not os.environ.get(self.chain_key_env):
+            raise ValueError(f"`chain_key_env`: environment variable {self.chain_key_env} is not set")
+        if self.chain_key_file and not Path(self.chain_key_file).is_file():
+            raise ValueError(f"`chain_key_file` {self.chain_key_file} is not a readable file")
+        if self.enabled and not self.sinks:
+            raise ValueError("auditing is enabled but no sink is configured")
+        for index, sink in enumerate(self.sinks):
+            if not isinstance(sink.get("type"), str):
+                raise ValueError(f"`sinks[{index}]` needs a `type` (sqlite, jsonl, kafka, webhook or a plugin's)")
+            if sink.get("events", "all") not in ("all", "alerts"):
+                raise ValueError(f"`sinks[{index}].events` is `all` or `alerts`")
+        if not 1 <= self.batch_max <= 100_000:
+            raise ValueError("`batch_max` must be from 1 to 100000")
+        if not 1 <= self.flush_interval_ms <= 10_000:
+            raise ValueError("`flush_interval_ms` must be from 1 to 10000")
+        if self.max_pending < self.batch_max:
+            raise ValueError("`max_pending` must be at least `batch_max`")
+
+    def chain_key(self) -> Secret | None:
+        if self.chain_key_env:
+            return Secret(os.environ[self.chain_key_env])
+        if self.chain_key_file:
+            return Secret(Path(self.chain_key_file).read_text().rstrip("\r\n"))
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+ADMIN_TOKEN_MIN_LENGTH = 16  # shorter bearer tokens can be guessed
+
+
+class AdminConfig(_Strict):
+    """The admin API (docs/admin-api.md): sessions, replay and verification over HTTP, served by
+    a process of its own beside the workers."""
+
+    listen: str = "127.0.0.1:19000"
+    # The environment variable holding the bearer token every request but /api/health must show.
+    token_env: str | None = None
+    # Without a token, only a loopback `listen` may serve, and only when this says so.
+    allow_unauthenticated_loopback: bool = False
+    # The gateway account replays publish as (through the gateway, under its rules).
+    replay_username: str | None = None
+    replay_password_env: str | None = None
+    replay_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+
+    def __post_init__(self) -> None:
+        try:
+            host, _ = _split_host_port(self.listen)
+        except ValueError:
+            raise ValueError(f"`listen` {self.listen!r} is not HOST:PORT with a port from 1 to 65535 "
+                             "(e.g. 127.0.0.1:19000)") from None
+        if self.token_env is not None:
+            if self.allow_unauthenticated_loopback:
+                raise ValueError("give `token_env` or `allow_unauthenticated_loopback`, not both")
+            token = os.environ.get(self.token_env)
+            if not token:
+                raise ValueError(f"`token_env`: environment variable {self.token_env} is not set")
+            if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+                raise ValueError(f"`token_env`: the token in {self.token_env} is shorter than "
+                                 f"{ADMIN_TOKEN_MIN_LENGTH} characters")
+        elif not self.allow_unauthenticated_loopback:
+            raise ValueError("`token_env` is required: name the environment variable holding the admin "
+                             "API's bearer token (or, on a loopback `listen` only, set "
+                             "`allow_unauthenticated_loopback: true`)")
+        elif not _is_loopback(host):
+            raise ValueError(f"`allow_unauthenticated_loopback` needs a loopback `listen` (127.0.0.1, ::1, "
+                             f"localhost), not {host}: set `token_env`")
+        if (self.replay_username is None) != (self.replay_password_env is None):
+            raise ValueError("`replay_username` and `replay_password_env` go together")
+        if self.replay_password_env is not None and not os.environ.get(self.replay_password_env):
+            raise ValueError(f"`replay_password_env`: environment variable {self.replay_password_env} is not set")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return _split_host_port(self.listen)
+
+    def token(self) -> Secret | None:
+        return Secret(os.environ[self.token_env]) if self.token_env else None
+
+    def replay_password(self) -> Secret | None:
+        return Secret(os.environ[self.replay_password_env]) if self.replay_password_env else None
+
+
 class Config(_Strict):
     workers: int = 1
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -330,7 +454,9 @@ class Config(_Strict):
     content: ContentConfig = ContentConfig()
     limits: LimitsConfig = LimitsConfig()
     state: StateConfig = StateConfig()
+    audit: AuditConfig = AuditConfig()
     kafka: KafkaConfig | None = None
+    admin: AdminConfig | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:

@@ -65,10 +65,12 @@ class Obligations(NamedTuple):
     limits: tuple[tuple[str, Any], ...] = ()  # (rule source, policy.model.Limit)
     sources: tuple[str, ...] = ()  # "file:rule" of each rule that set something
     masks: tuple[str, ...] = ()  # the names of the mask profiles in `mask`
+    capture: str | None = None  # the audit trail keeps this much of the payload: digest, masked, full
 
     def describe(self) -> dict[str, object]:
         """For people and JSON: names, not compiled objects."""
         return {"mask": list(self.masks), "validate": [v.name for v in self.validations],
+                **({"capture": self.capture} if self.capture else {}),
                 "limits": [{"rule": source, **{k: v for k, v in dataclasses.asdict(limit).items() if v is not None}}
                            for source, limit in self.limits],
                 "rules": list(self.sources)}

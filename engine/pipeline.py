@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from brokerguard.audit import AuditBus
+from brokerguard.audit.bus import from_config as audit_bus
 from brokerguard.config import Config
 from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.identity.service import IdentityService
@@ -40,8 +42,12 @@ class Pipeline:
         self.limiter = RateLimiter()
         self._sessions: dict[str, set[Session]] = {}
         self._maintenance: asyncio.Task | None = None
+        # Where every session and request is recorded; None when auditing is switched off.
+        self.audit: AuditBus | None = audit_bus(config.audit) if config.audit.enabled else None
 
     async def start(self) -> None:
+        if self.audit is not None:
+            await self.audit.start()
         await self.watcher.start()
         await self.identities.start()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
@@ -51,6 +57,8 @@ class Pipeline:
             self._maintenance.cancel()
         await self.identities.close()
         await self.watcher.stop()
+        if self.audit is not None:
+            await self.audit.stop()
 
     async def _maintain(self) -> None:
         """Pick up an edited credentials file (a rotated password) and forget old failures."""

@@ -5,6 +5,9 @@ SIGTERM or SIGINT: every worker stops accepting, lets the requests it already re
 (up to drain_timeout_s) and exits; the parent waits for them. A worker that dies on its own is
 started again. SIGHUP reloads the rules in every worker (a broken rule set is refused and the
 rules in force are kept); `brokerguard rules reload` does the same through the state store.
+
+With an `admin` section the admin server runs as one more child process, supervised like the
+workers (so then even one worker is a child process): it stops with the gateway.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from brokerguard import registry
 from brokerguard.config import Config
+from brokerguard.errors import ConfigError
 from brokerguard.pipeline import Pipeline
 from brokerguard.policy import load_rules
 from brokerguard.state import SqliteStateStore
@@ -81,27 +86,28 @@ def run_worker(config: Config) -> None:
     uvloop.run(serve(config))
 
 
-def run(config: Config) -> int:
-    """Run the gateway in the foreground; returns the exit status."""
+def run(config: Config, config_file: str | None = None) -> int:
+    """Run the gateway in the foreground; returns the exit status. `config_file` is where the
+    admin server, if configured, reads the audit sinks from."""
     load_rules(config.rules.dir)  # a broken rule set stops the start here, with its file and line
     with SqliteStateStore(config.state.sqlite_path):  # created once, before workers open it together
         pass
-    if config.workers == 1:
+    if config.admin is None and config.workers == 1:
         run_worker(config)
         return 0
-    return _supervise(config)
+    return _supervise(config, config_file)
 
 
-def _spawn(config: Config) -> int:
+def _spawn(kind: str, target: Callable[[], object]) -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)
-            run_worker(config)
+            target()
         except BaseException:
-            log.exception("worker %d failed", os.getpid())
+            log.exception("%s %d failed", kind, os.getpid())
             code = 1
         finally:
             logging.shutdown()
@@ -109,47 +115,78 @@ def _spawn(config: Config) -> int:
     return pid
 
 
-def _supervise(config: Config) -> int:
+def _supervise(config: Config, config_file: str | None) -> int:
+    """Fork the workers and the admin server (if configured), start again any that dies, and
+    stop them all on SIGTERM/SIGINT."""
+    admin_socket = None
+    if config.admin is not None:
+        if config_file is None:
+            raise ConfigError("the admin server needs the config file to read the audit sinks from")
+        from brokerguard.admin import bind
+
+        admin_socket = bind(config.admin)
+    supervisor = os.getpid()
+
+    def run_admin() -> None:
+        from brokerguard.admin import serve
+
+        assert admin_socket is not None and config_file is not None
+        serve(config, config_file, admin_socket, parent=supervisor)
+
+    def run_data_path() -> None:
+        if admin_socket is not None:
+            admin_socket.close()  # the workers have no business with the admin port
+        run_worker(config)
+
+    starters = {"worker": run_data_path, "admin server": run_admin}
+    children: dict[int, str] = {}
     stopping = False
+
+    def signal_children(sig: int, kinds: tuple[str, ...]) -> None:
+        for pid, kind in children.items():
+            if kind in kinds:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
 
     def stop(signum: int, frame: object) -> None:
         nonlocal stopping
         stopping = True
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-
-    def reload(signum: int, frame: object) -> None:
-        for pid in workers:
-            try:
-                os.kill(pid, signal.SIGHUP)
-            except ProcessLookupError:
-                pass
+        signal_children(signal.SIGTERM, ("worker", "admin server"))
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGHUP, reload)
-    workers = {_spawn(config) for _ in range(config.workers)}
-    log.info("started %d workers: %s", len(workers), " ".join(map(str, sorted(workers))))
+    signal.signal(signal.SIGHUP, lambda signum, frame: signal_children(signal.SIGHUP, ("worker",)))
+    for _ in range(config.workers):
+        children[_spawn("worker", run_data_path)] = "worker"
+    log.info("started %d workers: %s", config.workers, " ".join(map(str, sorted(children))))
+    if admin_socket is not None:
+        pid = _spawn("admin server", run_admin)
+        children[pid] = "admin server"
+        log.info("started the admin server: %d", pid)
     status = 0
-    while workers:
+    while children:
         try:
             pid, code = os.wait()
         except ChildProcessError:
             break
         except InterruptedError:
             continue
-        workers.discard(pid)
+        kind = children.pop(pid, None)
+        if kind is None:
+            continue
         if os.waitstatus_to_exitcode(code) != 0:
             status = 1
         if not stopping:
-            log.error("worker %d exited unexpectedly (status %d); starting another",
-                      pid, os.waitstatus_to_exitcode(code))
+            log.error("%s %d exited unexpectedly (status %d); starting another",
+                      kind, pid, os.waitstatus_to_exitcode(code))
             time.sleep(1)
             status = 0
-            workers.add(_spawn(config))
+            if not stopping:  # a SIGTERM during the pause
+                children[_spawn(kind, starters[kind])] = kind
+    if admin_socket is not None:
+        admin_socket.close()
     return status
 
 

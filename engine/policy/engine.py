@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from brokerguard.audit.events import CAPTURES
 from brokerguard.identity import Identity
 from brokerguard.operations import AccessRequest, Client, Decision, Obligations, Verdict
 from brokerguard.policy.globs import compile_glob
@@ -286,7 +287,8 @@ def _obligations(rule: Rule, masks: dict[str, Any], validations: dict[str, Any])
 
         mask = combine(profiles)
     limits = ((rule.source, rule.limit),) if rule.limit is not None else ()
-    return Obligations(mask, tuple(validations[name] for name in rule.validate), limits, (rule.source,), rule.mask)
+    return Obligations(mask, tuple(validations[name] for name in rule.validate), limits, (rule.source,), rule.mask,
+                       rule.capture)
 
 
 def _combine(found: list[Obligations]) -> Obligations:
@@ -297,9 +299,11 @@ def _combine(found: list[Obligations]) -> Obligations:
     masks = [o.mask for o in found if o.mask is not None]
     mask = masks[0] if len(masks) == 1 else combine(masks) if masks else None
     validations = tuple(dict.fromkeys(v for o in found for v in o.validations))
+    captures = [o.capture for o in found if o.capture]
     return Obligations(mask, validations, tuple(l for o in found for l in o.limits),
                        tuple(s for o in found for s in o.sources),
-                       tuple(dict.fromkeys(name for o in found for name in o.masks)))
+                       tuple(dict.fromkeys(name for o in found for name in o.masks)),
+                       max(captures, key=CAPTURES.index) if captures else None)
 
 
 # -- decisions -------------------------------------------------------------------------------

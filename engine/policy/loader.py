@@ -19,6 +19,7 @@ from pathlib import Path
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from brokerguard.audit.events import CAPTURES
 from brokerguard.operations import ACTIONS, ALL_ACTIONS
 from brokerguard.policy import globs
 from brokerguard.policy.model import (
@@ -45,7 +46,7 @@ from brokerguard.policy.source import Reader, listing, scalar, suggest
 
 FILE_KEYS = ("description", "resources", "masks", "validations", "rules")
 NARROWING_KEYS = tuple(RESOURCE_KEYS)
-OBLIGATION_KEYS = ("mask", "validate", "limit")
+OBLIGATION_KEYS = ("mask", "validate", "limit", "capture")
 RULE_KEYS = ("name", *EFFECTS, APPLY, "who", "except", "topics", "groups", "transactional_ids", "cluster",
              "client", "when", "reason", *OBLIGATION_KEYS)
 LIMIT_KEYS = ("bytes_per_s", "records_per_s", "requests_per_s", "per")
@@ -350,7 +351,7 @@ class _FileReader(Reader):
         reason = None
         if "reason" in entries:
             reason = self.text(entries["reason"][1], "`reason`")
-        mask, validate, limit = self.obligations(node, entries, effects[0] if effects else None, label)
+        mask, validate, limit, capture = self.obligations(node, entries, effects[0] if effects else None, label)
 
         if len(self.problems) > before or not name or not effects or kinds is None:
             return None
@@ -362,19 +363,20 @@ class _FileReader(Reader):
         return Rule(file=file, name=name, verdict=EFFECTS.get(effects[0]), actions=actions,
                     targets=tuple(targets), narrowing=narrowing, who=who, exempt=exempt, client=client,
                     when=when, reason=reason, line=line, col=node.start_mark.column + 1, mask=mask,
-                    validate=validate, limit=limit)
+                    validate=validate, limit=limit, capture=capture)
 
     def obligations(self, node: Node, entries: dict[str, tuple[Node, Node]], effect: str | None,
-                    label: str) -> tuple[tuple[str, ...], tuple[str, ...], Limit | None]:
-        """A rule's `mask`, `validate` and `limit`: only on what is allowed (`allow` or `apply`)."""
+                    label: str) -> tuple[tuple[str, ...], tuple[str, ...], Limit | None, str | None]:
+        """A rule's `mask`, `validate`, `limit` and `capture`: only on what is allowed (`allow` or `apply`)."""
         given = [key for key in OBLIGATION_KEYS if key in entries]
         if effect == APPLY and not given:
-            self.error(node, f"{label} is an `apply` rule without `mask`, `validate` or `limit`: it would do nothing")
+            self.error(node, f"{label} is an `apply` rule without `mask`, `validate`, `limit` or `capture`: "
+                             "it would do nothing")
         if effect in ("deny", "require_approval"):
             for key in given:
                 self.error(entries[key][0], f"`{key}` applies to what a rule allows; `{effect}` allows nothing: "
                                             "put it on an `allow` or `apply` rule")
-            return (), (), None
+            return (), (), None, None
         named = {}
         for key, kind in (("mask", "mask"), ("validate", "validation")):
             names: list[str] = []
@@ -388,7 +390,14 @@ class _FileReader(Reader):
                         names.append(item_name)
             named[key] = tuple(names)
         limit = self.limit(entries["limit"][1]) if "limit" in entries else None
-        return named["mask"], named["validate"], limit
+        capture = None
+        if "capture" in entries:
+            capture = self.text(entries["capture"][1], "`capture`")
+            if capture is not None and capture not in CAPTURES:
+                self.error(entries["capture"][1], f"`capture` is one of {', '.join(CAPTURES)} (how much of the "
+                                                  f"payload the audit trail keeps), not {capture!r}")
+                capture = None
+        return named["mask"], named["validate"], limit, capture
 
     def limit(self, node: Node) -> Limit | None:
         entries = self.mapping(node, "`limit`", LIMIT_KEYS)

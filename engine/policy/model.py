@@ -163,10 +163,11 @@ class Rule:
     mask: tuple[str, ...] = ()  # mask profile names
     validate: tuple[str, ...] = ()  # validation names
     limit: Limit | None = None
+    capture: str | None = None  # how much of the payload the audit trail keeps
 
     @property
     def has_obligations(self) -> bool:
-        return bool(self.mask or self.validate or self.limit)
+        return bool(self.mask or self.validate or self.limit or self.capture)
 
     @property
     def source(self) -> str:

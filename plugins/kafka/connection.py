@@ -31,12 +31,13 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Union
 
 from brokerguard._native import FrameError, RequestScanner, ResponseScanner
+from brokerguard.audit import events
 from brokerguard.errors import BrokerGuardError, ProtocolError
 from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.operations import Decision, Obligations, Resource
 from brokerguard.session import Session
 
-from . import answers, apis, authorize, content, produce
+from . import answers, apis, audit, authorize, content, produce
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -62,18 +63,31 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 class InFlight:
     """A request waiting for its response. `local` holds an answer the gateway made itself;
     `merge` edits the broker's decoded response before it goes back (denied parts, hidden ones,
-    masked records); `throttle_s` holds the response that long (a rate limit's debt)."""
+    masked records); `throttle_s` holds the response that long (a rate limit's debt); `audit` is
+    the request's audit event, finished when the response leaves."""
 
-    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge", "throttle_s")
+    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge", "throttle_s", "audit")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, local: bytes | None = None,
-                 merge: Callable[[dict], None] | None = None, throttle_s: float = 0.0):
+                 merge: Callable[[dict], None] | None = None, throttle_s: float = 0.0,
+                 audit: dict | None = None):
         self.correlation_id = correlation_id
         self.api_key = api_key
         self.api_version = api_version
         self.local = local
         self.merge = merge
         self.throttle_s = throttle_s
+        self.audit = audit
+
+
+def _produce_partitions(body: dict, names: authorize.TopicNames) -> list[tuple[str, int, Any]]:
+    """(topic, partition, records) of a decoded Produce request body (topics by name or by id)."""
+    out = []
+    for topic in body["topic_data"]:
+        name = topic.get("name") or (names.name(topic["topic_id"]) if topic.get("topic_id") else None) or "?"
+        out += [(name, partition["index"], partition["records"]) for partition in topic["partition_data"]
+                if partition.get("records") is not None]
+    return out
 
 
 def _throttle_merge(seconds: float) -> Callable[[dict], None]:
@@ -126,6 +140,9 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._held_out: collections.deque[tuple[float, list]] = collections.deque()
         self._muted_until = 0.0  # reading paused for a throttle (acks=0 produces) until then
         self._upstream_full = False
+        self._audit = adapter.pipeline.audit  # the audit bus, or None
+        self._auditing: dict | None = None  # the audit event of the request being handled
+        self._audited = 0  # requests given an audit event: the next one's seq
         self.session: Session
         self._login: ClientLogin
 
@@ -139,11 +156,16 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._login = ClientLogin(self._adapter, self.session, tls=transport.get_extra_info("sslcontext") is not None)
         self._adapter.connections.add(self)
         self._idle.set()
+        if self._audit is not None:
+            session = self.session
+            self._audit.emit(events.session_start(session.id, "kafka", session.peer, session.listener,
+                                                  session.started))
         certificate = transport.get_extra_info("peercert")
         if certificate:
             try:
                 identity = self._login.from_certificate(certificate)
             except AuthenticationFailed as err:
+                self._audit_login(None, "mTLS", f"client certificate refused: {err.detail}")
                 self.close(f"client certificate refused: {err.detail}", level=logging.WARNING)
                 return
             self._authenticated(identity)
@@ -160,6 +182,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 max(0.0, expires - time.time()), self.close,
                 "session expired without re-authentication", logging.INFO)
         log.info("%s: logged in%s", self.session, "" if first else " again")
+        self._audit_login(identity.subject, identity.mechanism, None)
         if first:
             self._opening = asyncio.get_running_loop().create_task(self._open_upstream())
 
@@ -194,6 +217,11 @@ class ClientConnection(asyncio.BufferedProtocol):
             return
         self._closed = True
         log.log(level, "%s closed: %s", self.session, reason)
+        if self._audit is not None:
+            session = self.session
+            subject = session.identity.subject if session.identity is not None else None
+            self._audit.emit(events.session_end(session.id, subject, reason, session.requests, session.bytes_in,
+                                                session.bytes_out, session.started))
         self._adapter.connections.discard(self)
         self._pipeline.ended(self.session)
         if self._expiry is not None:
@@ -210,6 +238,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         if self._working is not None and self._working is not asyncio.current_task():
             self._working.cancel()
         self._backlog.clear()
+        if self._audit is not None:
+            for request in self._in_flight:
+                if request.audit is not None:
+                    self._audit.emit(audit.finish(request.audit, outcome="unanswered"))
         self._in_flight.clear()
         self._idle.set()
 
@@ -274,6 +306,21 @@ class ClientConnection(asyncio.BufferedProtocol):
             name = codec.API_KEYS[api_key].name if api_key in codec.API_KEYS else f"API key {api_key}"
             self.close(f"{name} request before authentication", level=logging.WARNING)
             return DONE
+        if self._audit is None:
+            return self._handle_request(data, frame)
+        self._audited += 1
+        self._auditing = event = audit.start(self.session, self._audited, api_key, api_version, correlation_id)
+        try:
+            outcome = self._handle_request(data, frame)
+        finally:
+            self._auditing = None
+        if not expects_response and not asyncio.iscoroutine(outcome):
+            self._audit.emit(audit.finish(event, outcome="no_response"))
+        return outcome
+
+    def _handle_request(self, data: bytearray | bytes, frame: tuple) -> Outcome:
+        """A request of an authenticated client: decided, then forwarded or answered."""
+        start, end, api_key, api_version, correlation_id, expects_response = frame
         if api_key == apis.PRODUCE and 3 <= api_version <= produce.LAST_VERSION:
             outcome = self._produce(data, frame)
             if outcome is not _DECODE:
@@ -290,15 +337,20 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.session.client_id_is(header.client_id)
         names = self._adapter.topic_names
         if any(names.name(i) is None for i in authorize.topic_ids(api_key, api_version, body)):
-            return self._after_resolving(frame, payload, header, body)
+            return self._after_resolving(frame, payload, header, body, self._auditing)
         return self._authorize(frame, payload, header, body)
 
     def _decider(self, obligations: dict[tuple[str, str], Obligations]) -> authorize.Decide:
-        """The pipeline's decisions, noting the obligations of each allowed topic in `obligations`."""
-        pipeline, session = self._pipeline, self.session
+        """The pipeline's decisions, noting the obligations of each allowed topic in `obligations`
+        and each decision in the request's audit event."""
+        pipeline, session, event = self._pipeline, self.session, self._auditing
 
         def decide(action: str, resource: Resource) -> Decision:
             decision = pipeline.decide(session, action, resource)
+            if event is not None:
+                audit.record_decision(event, action, resource, decision)
+                if session.client_id and "client_id" not in event:  # read with this request's header
+                    event["client_id"] = session.client_id
             if decision.obligations is not None and resource.kind == "topic" and decision.allowed:
                 obligations[(action, resource.name)] = decision.obligations
             return decision
@@ -318,21 +370,29 @@ class ClientConnection(asyncio.BufferedProtocol):
         self.session.client_id_is(client_id)
         obligations: dict[tuple[str, str], Obligations] = {}
         plan = authorize.plan(apis.PRODUCE, version, body, self._decider(obligations), self._adapter.topic_names)
+        if self._auditing is not None:
+            audit.note_refusals(self._auditing, plan.denied)
         if plan.forward is None or plan.changed or plan.merge is not None:
             return _DECODE
-        if not obligations:
-            if expects_response:
-                self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version))
-            return None
-        by_topic = {name: o for (action, name), o in obligations.items() if action == "produce"}
         view = memoryview(data)
+        by_topic = {name: o for (action, name), o in obligations.items() if action == "produce"}
+        if not obligations:
+            if self._auditing is not None:
+                self._audit_payload(((t, i, view[a:b]) for t, i, a, b in spans), by_topic, refused=False)
+            if expects_response:
+                self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, audit=self._auditing))
+            return None
         throttle = self._charge_produce(by_topic, ((t, view[a:b]) for t, _, a, b in spans))
         checked = content.check_produce(((t, i, view[a:b]) for t, i, a, b in spans), by_topic,
                                         self._pipeline.config.content.max_uncompressed_bytes)
+        if self._auditing is not None:
+            self._audit_payload(((t, i, view[a:b]) for t, i, a, b in spans), by_topic,
+                                refused=bool(checked.refused or checked.dead))
         if not checked.changed:
             if expects_response:
                 self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, throttle_s=throttle,
-                                                merge=_throttle_merge(throttle) if throttle else None))
+                                                merge=_throttle_merge(throttle) if throttle else None,
+                                                audit=self._auditing))
             elif throttle:
                 self._mute(throttle)
             return None
@@ -357,6 +417,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             if expects_response:
                 answer = answers.answer(apis.PRODUCE, version)
                 chain(steps)(answer)
+                self._audit_answered(answer, throttle)
                 self._answer(InFlight(correlation_id, apis.PRODUCE, version, throttle_s=throttle,
                                       local=response_frame(correlation_id, apis.PRODUCE, version, answer)))
             elif throttle:
@@ -364,7 +425,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             return DONE
         if expects_response:
             self._in_flight.append(InFlight(correlation_id, apis.PRODUCE, version, merge=chain(steps),
-                                            throttle_s=throttle))
+                                            throttle_s=throttle, audit=self._auditing))
         elif throttle:
             self._mute(throttle)
         return request_frame(header, codec.encode_request(apis.PRODUCE, version, forward))
@@ -381,35 +442,47 @@ class ClientConnection(asyncio.BufferedProtocol):
                                                         content.batch_counts(view), len(view)))
         return throttle
 
-    async def _after_resolving(self, frame: tuple, payload: bytes,
-                               header: codec.RequestHeader, body: dict) -> Outcome:
+    async def _after_resolving(self, frame: tuple, payload: bytes, header: codec.RequestHeader, body: dict,
+                               event: dict | None) -> Outcome:
         await self._adapter.directory.refresh()  # learns every topic id the cluster has
-        return self._authorize(frame, payload, header, body)
+        self._auditing = event
+        try:
+            outcome = self._authorize(frame, payload, header, body)
+        finally:
+            self._auditing = None
+        if event is not None and not frame[5]:
+            self._audit.emit(audit.finish(event, outcome="no_response"))  # type: ignore[union-attr]
+        return outcome
 
     def _authorize(self, frame: tuple, payload: bytes, header: codec.RequestHeader, body: dict) -> Outcome:
         _, _, api_key, api_version, correlation_id, expects_response = frame
         session = self.session
         obligations: dict[tuple[str, str], Obligations] = {}
         plan = authorize.plan(api_key, api_version, body, self._decider(obligations), self._adapter.topic_names)
+        if self._auditing is not None:
+            audit.note_refusals(self._auditing, plan.denied)
         for action, resource, decision in plan.denied:
             log.info("%s: %s on %s %s refused by %s: %s", session, action, resource.kind,
                      resource.name, decision.source, decision.reason)
         if plan.forward is None:
             if expects_response:
+                self._audit_answered(plan.response, 0.0)
                 self._answer(InFlight(correlation_id, api_key, api_version,
                                       local=response_frame(correlation_id, api_key, api_version, plan.response)))
             return DONE
+        if api_key == apis.PRODUCE and self._auditing is not None:
+            allowed = {name: o for (action, name), o in obligations.items() if action == "produce"}
+            self._audit_payload(_produce_partitions(body, self._adapter.topic_names), allowed,
+                                refused=bool(plan.denied))
         if obligations and api_key == apis.PRODUCE:
             by_topic = {name: o for (action, name), o in obligations.items() if action == "produce"}
-            partitions = [(topic["name"], partition["index"], partition["records"])
-                          for topic in plan.forward["topic_data"] for partition in topic["partition_data"]
-                          if partition.get("records") is not None]
+            partitions = _produce_partitions(plan.forward, self._adapter.topic_names)
             throttle = self._charge_produce(by_topic, ((t, memoryview(r)) for t, _, r in partitions))
             checked = content.check_produce(partitions, by_topic, self._pipeline.config.content.max_uncompressed_bytes)
             if checked.changed or throttle:
                 return self._forward_checked(frame, payload[: header.body_offset], plan.forward, checked,
                                              plan.merge, throttle)
-        request = InFlight(correlation_id, api_key, api_version, merge=plan.merge)
+        request = InFlight(correlation_id, api_key, api_version, merge=plan.merge, audit=self._auditing)
         if obligations and api_key in RECORDS_OUT:
             by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
             request.merge = chain([self._fetch_merge(by_topic, request), plan.merge])
@@ -468,6 +541,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             return self._answer_later(api_key, api_version, correlation_id, answer)
         self._answer(InFlight(correlation_id, api_key, api_version, local=answer))
         if self._login.failed:
+            self._audit_login(None, "SASL", self._login.failed)
             self.close(self._login.failed, level=logging.WARNING)
         return DONE
 
@@ -491,6 +565,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._authenticated(identity)
         self._answer(InFlight(correlation_id, apis.SASL_AUTHENTICATE, api_version, local=answer))
         if self._login.failed:
+            self._audit_login(None, "SASL", self._login.failed)
             self.close(self._login.failed, level=logging.WARNING)
         return DONE
 
@@ -613,7 +688,8 @@ class ClientConnection(asyncio.BufferedProtocol):
                     source.peer, f"response {correlation_id} out of order: expected {request.correlation_id}")
             if request.merge is not None or request.api_key in decoded:
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
-                                                      source.frame(frame_start, frame_end), request.merge)
+                                                      source.frame(frame_start, frame_end), request.merge,
+                                                      self._audit_response(request))
                 out.append(source.take(segment, frame_start))
                 if request.throttle_s:
                     self._count_out(out)
@@ -623,6 +699,11 @@ class ClientConnection(asyncio.BufferedProtocol):
                 else:
                     out.append(rewritten)
                 segment = frame_end
+            elif request.audit is not None:
+                errors = audit.response_errors(request.api_key, request.api_version,
+                                               source.frame(frame_start, frame_end))
+                self._audit.emit(audit.finish(request.audit, errors=errors,  # type: ignore[union-attr]
+                                              outcome=None if errors is not None else "unreadable_response"))
             if in_flight and in_flight[0].local is not None:
                 out.append(source.take(segment, frame_end))
                 segment = frame_end
@@ -632,6 +713,46 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._write_out(out)
         if not in_flight and not self._backlog:
             self._idle.set()
+
+    # -- the audit trail -----------------------------------------------------------------------
+
+    def _audit_login(self, subject: str | None, mechanism: str, failure: str | None) -> None:
+        if self._audit is not None:
+            self._audit.emit(events.login(self.session.id, subject, mechanism, failure is None, failure,
+                                          peer=self.session.peer))
+
+    def _audit_payload(self, partitions, obligations: dict[str, Obligations], refused: bool) -> None:
+        """Keep a Produce's records in its audit event, as much as the rules and config say."""
+        event = self._auditing
+        assert event is not None
+        settings = self._pipeline.config.audit
+        levels = [settings.capture_refused if refused else settings.capture,
+                  *(o.capture for o in obligations.values() if o.capture)]
+        level = max(levels, key=events.CAPTURES.index)
+        if level != "none":
+            masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
+            event["payload"] = audit.produce_payload(level, partitions, masks,
+                                                     self._pipeline.config.content.max_uncompressed_bytes)
+
+    def _audit_answered(self, body: dict, throttle_s: float) -> None:
+        """The request being handled is answered by the gateway itself with body."""
+        if self._auditing is not None:
+            self._audit.emit(audit.finish(self._auditing, outcome="refused",  # type: ignore[union-attr]
+                                          errors=audit.errors_of(body), throttle_s=throttle_s))
+            self._auditing = None
+
+    def _audit_response(self, request: InFlight) -> Callable[[dict], None] | None:
+        """What reads the decoded response for the request's audit event, if it has one."""
+        event = request.audit
+        if event is None:
+            return None
+        bus = self._audit
+
+        def observe(body: dict) -> None:
+            bus.emit(audit.finish(event, errors=audit.errors_of(body),  # type: ignore[union-attr]
+                                  throttle_s=request.throttle_s))
+
+        return observe
 
     def _count_out(self, out: list) -> None:
         out[:] = [chunk for chunk in out if chunk]

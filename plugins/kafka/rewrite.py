@@ -108,9 +108,10 @@ class Rewriter:
         self.apis = _address_apis() | TOPIC_ID_SOURCES
 
     def response(self, api_key: int, api_version: int, data: memoryview,
-                 merge: Callable[[dict], None] | None) -> bytes:
+                 merge: Callable[[dict], None] | None, observe: Callable[[dict], None] | None = None) -> bytes:
         """Rewrite one whole response frame (size prefix included): first what authorization
-        adds or hides (`merge`), then the broker addresses."""
+        adds or hides (`merge`), then the broker addresses. `observe` sees the body the client
+        gets (the audit trail reads its errors)."""
         header_version = codec.response_header_version(api_key, api_version)
         try:
             correlation_id, offset = codec.decode_response_header(data, 4, header_version)
@@ -121,6 +122,8 @@ class Rewriter:
             self._topic_names.learn(api_key, body)
         if merge is not None:
             merge(body)
+        if observe is not None:
+            observe(body)
         learn = api_key in DIRECTORY_SOURCES and body.get("endpoint_type") != CONTROLLER_ENDPOINTS
         self._endpoints(body, None, learn)
         return response_frame(correlation_id, api_key, api_version, body)

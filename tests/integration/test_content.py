@@ -21,12 +21,11 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from confluent_kafka import Consumer as CfConsumer, KafkaError, Producer as CfProducer, TopicPartition as CfTP
-from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from devstack.kafka import java_tool
-from harness import (MASK_KEY, SHIPPED_RULES, Gateway, User, auth, connect, java_client_properties,
+from harness import (MASK_KEY, SHIPPED_RULES, Gateway, User, auth, connect, create_topics, java_client_properties,
                      read_response, request_frame)
 from test_python_clients import codec_option, consume, raw_batches
 
@@ -43,26 +42,6 @@ CARD = "4111111111111111"  # a test card number that passes the Luhn check
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def create_topics(kafka, *names: str, partitions: int = 1) -> None:
-    """Straight at the broker: these tests are about records, not admin."""
-    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
-    for name, future in admin.create_topics([NewTopic(n, partitions, 1) for n in names]).items():
-        try:
-            future.result(TIMEOUT)
-        except Exception as err:  # the shared dead-letter topic may exist already
-            if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    # Created is not yet led: wait until every partition has its leader.
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        topics = admin.list_topics(timeout=TIMEOUT).topics
-        if all(n in topics and topics[n].partitions and all(p.leader >= 0 for p in topics[n].partitions.values())
-               for n in names):
-            return
-        assert time.monotonic() < deadline, f"no leaders for {names} after {TIMEOUT} s"
-        time.sleep(0.05)
 
 
 def broker_records(kafka, topic: str, count: int, partition: int = 0, committed_only: bool = False) -> list:

@@ -149,3 +149,26 @@ def test_a_name_is_defined_once_in_the_whole_set():
         engine("  - {name: a, allow: [consume]}\n", (("r/more.yaml", DEFINITIONS + "  - {name: b, allow: [consume]}\n"),))
     found = [str(problem) for problem in caught.value.problems]
     assert any("mask `contact` is already defined in" in p for p in found), found
+
+
+def test_capture_levels_combine_to_the_most_kept():
+    policy = engine("""\
+      - name: writers
+        allow: [produce]
+        capture: digest
+      - name: evidence
+        apply: [produce]
+        who: {subjects: [contractor]}
+        capture: full
+    """)
+    assert policy.decide(ask("alice", "produce")).obligations.capture == "digest"
+    contractor = policy.decide(ask("contractor", "produce")).obligations
+    assert contractor.capture == "full" and contractor.describe()["capture"] == "full"
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("- {name: a, allow: [produce], capture: everything}", "`capture` is one of none, digest, masked, full"),
+    ("- {name: a, deny: [produce], capture: full}", "`capture` applies to what a rule allows"),
+])
+def test_capture_mistakes(rule, message):
+    assert any(message in problem for problem in problems_of(rule))

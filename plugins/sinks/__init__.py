@@ -1,0 +1,1 @@
+"""Built-in audit sinks, registered under the entry point group brokerguard.sinks."""
