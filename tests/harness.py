@@ -331,3 +331,13 @@ def create_topics(kafka, *names: str, partitions: int = 1, timeout: float = 30) 
         except Exception as err:
             if err.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    # Created is not yet led: a client that asks at once can get NOT_LEADER_OR_FOLLOWER.
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        if all(name in topics and topics[name].error is None and topics[name].partitions
+               and all(p.leader >= 0 for p in topics[name].partitions.values()) for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"topics {names} have no leader after {timeout} s")
+        time.sleep(0.05)
