@@ -17,6 +17,9 @@ Guarantees:
 - A request that must wait (authentication, topic ids to look up) holds every later request of
   the connection behind it, so the broker sees them in the client's order.
 - Backpressure both ways: when one side's write buffer is full, the other side stops reading.
+  With fail-closed auditing, a trail that cannot keep up stops the reading of requests too.
+- Each request's audit event (audit.py) is started when it is read and finished when its
+  answer leaves; the audit bus takes it without waiting.
 - A frame the gateway cannot accept (oversized, malformed) closes this connection only, with the
   reason in the log.
 """
@@ -143,6 +146,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._audit = adapter.pipeline.audit  # the audit bus, or None
         self._auditing: dict | None = None  # the audit event of the request being handled
         self._audited = 0  # requests given an audit event: the next one's seq
+        self._waiting_for_audit = False  # reading paused until fail-closed auditing catches up
         self.session: Session
         self._login: ClientLogin
 
@@ -270,6 +274,11 @@ class ClientConnection(asyncio.BufferedProtocol):
         if frames:
             self._route(frames, consumed_to)
         buffer.settle(consumed_to, pending)
+        if self._audit is not None and not self._audit.accepting and not self._waiting_for_audit:
+            # Fail-closed auditing is behind: read no more requests until it has caught up.
+            self._waiting_for_audit = True
+            self._pause_reading()
+            self._audit.when_accepting(self._audit_caught_up)
 
     def _route(self, frames: list, consumed_to: int) -> None:
         """Handle the complete frames of one read in order. Frames forwarded unchanged are sent as
@@ -766,7 +775,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self._reading_paused and not self._closed and time.monotonic() >= self._muted_until:
+        if (self._reading_paused and not self._closed and time.monotonic() >= self._muted_until
+                and not self._waiting_for_audit):
             self._reading_paused = False
             self._transport.resume_reading()
 
@@ -776,6 +786,10 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._muted_until = max(self._muted_until, time.monotonic() + seconds)
         self._pause_reading()
         asyncio.get_running_loop().call_later(seconds, self._unmute)
+
+    def _audit_caught_up(self) -> None:
+        self._waiting_for_audit = False
+        self._unmute()
 
     def _unmute(self) -> None:
         if (not self._draining and not self._upstream_full and self._held_bytes <= MAX_HELD_BYTES

@@ -247,3 +247,39 @@ def test_two_gateways_share_one_audit_topic(own_gateway, kafka):
     assert ports(found) & first.gateway_ports() and ports(found) & second.gateway_ports()
     assert len({s["gateway"] for s in found}) == 2 and all(s["identity"] == "tester" for s in found)
     assert json.loads(second.cli("audit", "verify", "--format", "json").stdout)["intact"]
+
+
+def test_fail_closed_auditing_stops_traffic_until_the_trail_catches_up(own_gateway, kafka):
+    """The webhook's outbox is full and its receiver down: the gateway reads no more requests.
+    Once the receiver is back, traffic resumes and every event is on record at the receiver."""
+    from receiver import Receiver
+
+    siem = Receiver()
+    siem.stop()  # down from the start; the port stays ours to reuse
+    gateway = own_gateway(audit={"fail_closed": True, "sinks": [
+        {"type": "sqlite"}, {"type": "webhook", "url": siem.url(), "max_outbox_events": 10}]}).start()
+    topic = f"held-{uuid.uuid4().hex[:8]}"
+    create_topics(kafka, topic)
+    producer = CfProducer({"bootstrap.servers": gateway.bootstrap, **auth("confluent"), "linger.ms": 0,
+                           "message.timeout.ms": 120000})
+    for n in range(20):  # their events fill the outbox
+        producer.produce(topic, b"before %d" % n)
+        producer.flush(10)
+        if "auditing is fail-closed" in gateway.log():
+            break
+    gateway.wait_for_log("audit trail cannot keep up and auditing is fail-closed")
+    for n in range(50):
+        producer.produce(topic, b"held %d" % n)
+    assert producer.flush(3) > 0, "records were written although the audit trail could not take their events"
+
+    siem.start()
+    assert producer.flush(60) == 0
+    del producer
+    gateway.wait_for_log("audit trail caught up")
+    store = sqlite3.connect(gateway.work_dir / "audit.db")
+    recorded = {(s, i) for s, i in store.execute("SELECT stream, idx FROM events")}
+    received = eventually(lambda: {(e["stream"], e["index"]) for e in siem.events()}, lambda got: got >= recorded)
+    assert received >= recorded
+    produced = [e for e in (json.loads(line) for (line,) in store.execute("SELECT line FROM events WHERE kind = 'request'"))
+                if e["api"] == "Produce"]
+    assert produced and all(e["outcome"] == "ok" for e in produced)
