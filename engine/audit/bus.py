@@ -35,6 +35,7 @@ log = logging.getLogger("brokerguard.audit")
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 30.0
+OBSERVER_TICK_S = 1.0  # how often observers (the alerter) may close a window while no event comes
 
 
 def gateway_name() -> str:
@@ -140,6 +141,7 @@ class AuditBus:
         self._accepting = True
         self._resume: list[Callable[[], None]] = []
         self._stopping = False
+        self._timer: asyncio.TimerHandle | None = None  # the flush an event is waiting for
 
     # -- the data path's side ------------------------------------------------------------------
 
@@ -155,8 +157,12 @@ class AuditBus:
             else:
                 pending.popleft()
                 self.dropped += 1
-        if self._wake is not None and len(pending) >= self.batch_max:
-            self._wake.set()
+        wake = self._wake
+        if wake is not None and not wake.is_set():
+            if len(pending) >= self.batch_max:
+                wake.set()
+            elif self._timer is None:  # the first event since the last flush: flush within the interval
+                self._timer = asyncio.get_running_loop().call_later(self.flush_interval_s, wake.set)
 
     @property
     def accepting(self) -> bool:
@@ -211,13 +217,18 @@ class AuditBus:
             await writer.sink.close()
 
     async def _run(self) -> None:
+        """Flush when an event has waited flush_interval_s or a batch is full; an idle gateway
+        wakes only for the observers' tick (an alert window closing)."""
         assert self._wake is not None
         while not self._stopping:
             try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+                await asyncio.wait_for(self._wake.wait(), OBSERVER_TICK_S)
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self._flush_observers(final=False)
             await self._flush()
         await self._flush()  # what came with the stop
