@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-DEBIAN_PACKAGES := kcat openssl
+DEBIAN_PACKAGES := kcat openssl postgresql
 
 .PHONY: setup system-packages jars run test bench clean
 

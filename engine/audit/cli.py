@@ -85,7 +85,7 @@ def open_reader(config_file: str, sink_type: str | None) -> tuple[AuditReader, b
     if not readable:
         configured = ", ".join(spec["type"] for spec in settings.sinks) or "none"
         raise BrokerGuardError(f"no readable audit sink{f' of type {sink_type}' if sink_type else ''} in "
-                               f"{config_file} (configured: {configured}; sqlite, jsonl and kafka can be read)")
+                               f"{config_file} (configured: {configured}; sqlite, jsonl, kafka and postgres can be read)")
     key = settings.chain_key()
     return readable[0], key.reveal().encode() if key is not None else None
 
