@@ -119,21 +119,50 @@ class SqliteSink:
             db.execute("COMMIT")
 
     def _store(self, db: sqlite3.Connection, batch: Sequence[Sealed]) -> None:
-        for sealed in batch:
+        """The batch's new events (a retried batch's are in already) in one statement; the
+        session index from them, request events summed per session (they are most of it)."""
+        new = self._new(db, batch)
+        db.executemany("INSERT INTO events (stream, idx, time, kind, session, line) VALUES (?, ?, ?, ?, ?, ?)",
+                       [(e["stream"], e["index"], e["time"], e["kind"], e.get("session"), sealed.line.decode())
+                        for sealed in new for e in (sealed.event,)])
+        requests: dict[str, list] = {}  # session -> [first time, requests, denied, client_id, software, topics]
+        for sealed in new:
             event = sealed.event
-            kind = event["kind"]
-            session = event.get("session")
-            stored = db.execute(
-                "INSERT OR IGNORE INTO events (stream, idx, time, kind, session, line) VALUES (?, ?, ?, ?, ?, ?)",
-                (event["stream"], event["index"], event["time"], kind, session, sealed.line.decode()))
-            if stored.rowcount == 0:
-                continue  # a retried batch: this one is in already
+            kind, session = event["kind"], event.get("session")
             if kind == "stream_start":
                 self._gateways[event["stream"]] = event.get("gateway")
+            elif kind == "request" and session is not None:
+                summary = requests.setdefault(session, [event["time"], 0, 0, None, None, set()])
+                summary[1] += 1
+                summary[2] += event.get("decision") in ("deny", "partial")
+                summary[3] = event.get("client_id") or summary[3]
+                summary[4] = event.get("software") or summary[4]
+                summary[5].update(op["resource"][6:] for op in event.get("operations") or ()
+                                  if op.get("resource", "").startswith("topic:"))
             elif session is not None:
                 self._index(db, kind, session, event)
+        for session, (first, count, denied, client_id, software, topics) in requests.items():
+            db.execute("INSERT OR IGNORE INTO sessions (session, started) VALUES (?, ?)", (session, first))
+            db.execute("UPDATE sessions SET requests = requests + ?, denied = denied + ?, "
+                       "client_id = coalesce(?, client_id), software = coalesce(?, software) WHERE session = ?",
+                       (count, denied, client_id, software, session))
+            db.executemany("INSERT OR IGNORE INTO session_topics (session, topic) VALUES (?, ?)",
+                           [(session, topic) for topic in topics])
+
+    @staticmethod
+    def _new(db: sqlite3.Connection, batch: Sequence[Sealed]) -> list[Sealed]:
+        """The events of batch not stored yet (a batch is retried whole after a failed write)."""
+        stored: set[tuple[str, int]] = set()
+        for stream in {sealed.event["stream"] for sealed in batch}:
+            indexes = [sealed.event["index"] for sealed in batch if sealed.event["stream"] == stream]
+            stored.update((stream, idx) for (idx,) in db.execute(
+                "SELECT idx FROM events WHERE stream = ? AND idx BETWEEN ? AND ?", (stream, min(indexes), max(indexes))))
+        if not stored:
+            return list(batch)
+        return [sealed for sealed in batch if (sealed.event["stream"], sealed.event["index"]) not in stored]
 
     def _index(self, db: sqlite3.Connection, kind: str, session: str, event: dict[str, Any]) -> None:
+        """What a session's start, login and end add to its row."""
         if kind == "session_start":
             db.execute("INSERT INTO sessions (session, started, adapter, peer, listener, gateway) "
                        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session) DO UPDATE SET started = excluded.started, "
@@ -146,15 +175,6 @@ class SqliteSink:
         if kind == "login" and event.get("ok"):
             db.execute("UPDATE sessions SET identity = ?, auth = ? WHERE session = ?",
                        (event.get("identity"), event.get("auth"), session))
-        elif kind == "request":
-            denied = event.get("decision") in ("deny", "partial")
-            db.execute("UPDATE sessions SET requests = requests + 1, denied = denied + ?, "
-                       "client_id = coalesce(?, client_id), software = coalesce(?, software) WHERE session = ?",
-                       (int(denied), event.get("client_id"), event.get("software"), session))
-            topics = {op["resource"][6:] for op in event.get("operations") or ()
-                      if op.get("resource", "").startswith("topic:")}
-            db.executemany("INSERT OR IGNORE INTO session_topics (session, topic) VALUES (?, ?)",
-                           [(session, topic) for topic in topics])
         elif kind == "session_end":
             db.execute("UPDATE sessions SET ended = ?, end_reason = ?, identity = coalesce(identity, ?) "
                        "WHERE session = ?", (event["time"], event.get("reason"), event.get("identity"), session))
