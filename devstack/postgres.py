@@ -19,23 +19,15 @@ Library use::
         server.password       # the `gateway` role's password (SCRAM-SHA-256)
         server.superuser_dsn, server.superuser_password   # the `postgres` superuser
 
-Command line::
-
-    python devstack/postgres.py start | status | stop | run
-
-`start` leaves the server running in the background and records it in
-.devstack/postgres/state.json (mode 0600; holds the passwords, which are never printed).
 """
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import base64
 import grp
 import hashlib
 import hmac
-import json
 import os
 import pwd
 import re
@@ -46,7 +38,6 @@ import socket
 import stat
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -54,7 +45,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DIR = ROOT / ".devstack" / "postgres"
-STATE_FILE = POSTGRES_DIR / "state.json"
 DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
 SERVER_ACCOUNTS = ("postgres", "nobody")  # whom to run as when we are root, in order
 READY_TIMEOUT = 60.0
@@ -458,136 +448,3 @@ def _shut_down(pid: int, wait, grace: float = STOP_TIMEOUT) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-# --------------------------------------------------------------------------- CLI
-
-def _write_state(state: dict) -> None:
-    POSTGRES_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(STATE_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(state, f, indent=2)
-    os.chmod(STATE_FILE, 0o600)
-
-
-def read_state() -> dict | None:
-    """The state of the server started by the CLI, or None."""
-    try:
-        return json.loads(STATE_FILE.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _state_alive(state: dict) -> bool:
-    # Check the command line too: the pid may have been reused since.
-    try:
-        cmdline = Path(f"/proc/{state['pid']}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return any(arg.endswith(b"postgres") for arg in cmdline[:1]) and state["data_dir"].encode() in cmdline
-
-
-def _public(state: dict) -> str:
-    return json.dumps({k: v for k, v in state.items() if "password" not in k}, indent=2)
-
-
-def _running_state() -> dict | None:
-    state = read_state()
-    return state if state and _state_alive(state) else None
-
-
-def _cli_start(args) -> int:
-    if state := _running_state():
-        print(f"already running: {state['dsn']} (pid {state['pid']})")
-        return 0
-    server = PostgresServer(POSTGRES_DIR / "cli", keep_work_dir=True)
-    server.start()
-    server.detach()
-    _write_state(server.state())
-    print(server.dsn)
-    print(f"state (with the passwords): {STATE_FILE}", file=sys.stderr)
-    return 0
-
-
-def _cli_stop(args) -> int:
-    state = read_state()
-    if not state or not _state_alive(state):
-        print("not running")
-        STATE_FILE.unlink(missing_ok=True)
-        return 0
-    pid = state["pid"]
-
-    def wait(timeout):
-        deadline = time.monotonic() + timeout
-        while _state_alive(state):
-            if time.monotonic() > deadline:
-                raise subprocess.TimeoutExpired("postgres", timeout)
-            time.sleep(0.2)
-
-    _shut_down(pid, wait)
-    STATE_FILE.unlink(missing_ok=True)
-    print(f"stopped (pid {pid})")
-    return 0
-
-
-def _cli_status(args) -> int:
-    state = read_state()
-    if not state or not _state_alive(state):
-        print("not running")
-        return 1
-    try:
-        answer = probe(state["host"], state["port"], state["username"], state["database"])
-        answering = "accepting logins" if answer is None else f"answering: {answer}"
-    except OSError as err:
-        answering = f"not answering ({err})"
-    print(f"running, {answering}")
-    print(_public(state))
-    return 0
-
-
-def _cli_run(args) -> int:
-    def interrupt(*_):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)  # further signals must not cut the shutdown short
-        raise KeyboardInterrupt
-
-    if state := _running_state():
-        raise DevstackError(f"already running in the background: {state['dsn']} (pid {state['pid']}); "
-                            "stop it first")
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, interrupt)
-    try:
-        with PostgresServer(POSTGRES_DIR / "cli", keep_work_dir=True) as server:
-            _write_state(server.state())
-            print(_public(server.state()), flush=True)
-            print(f"PostgreSQL is running (passwords in {STATE_FILE}); Ctrl-C stops it.", file=sys.stderr,
-                  flush=True)
-            while server.is_running():
-                time.sleep(0.5)
-            print(f"PostgreSQL exited; see {server.log_file}", file=sys.stderr)
-            return 1
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
-        return 0
-    finally:
-        STATE_FILE.unlink(missing_ok=True)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="devstack/postgres.py", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, text in (("start", _cli_start, "start in the background"),
-                           ("stop", _cli_stop, "stop the background server"),
-                           ("status", _cli_status, "show the background server"),
-                           ("run", _cli_run, "run in the foreground until Ctrl-C")):
-        sub.add_parser(name, help=text).set_defaults(fn=fn)
-    args = parser.parse_args(argv)
-    try:
-        return args.fn(args)
-    except DevstackError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

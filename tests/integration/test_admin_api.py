@@ -9,7 +9,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -20,9 +19,8 @@ import pytest
 import yaml
 from confluent_kafka import Producer as CfProducer
 from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
 
-from harness import BROKERGUARD, TESTER, Gateway, User, auth, free_port_range
+from harness import BROKERGUARD, TESTER, Gateway, User, auth, create_topics, eventually, free_port_range
 
 pytestmark = pytest.mark.kafka
 
@@ -72,16 +70,6 @@ def _lower(headers: Any) -> dict[str, str]:
     return {name.lower(): value for name, value in headers.items()}
 
 
-def eventually(read, until, timeout: float = 15):
-    """The audit trail is written off the data path, within a flush interval: wait for it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if until(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
-
-
 def with_admin(gateway: Gateway, **admin: Any) -> Admin:
     """Configure `gateway` (not yet started) to serve its admin API on a free loopback port."""
     port = free_port_range(1)
@@ -113,12 +101,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def create_topics(kafka, *names: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap)
-    admin.create_topics([NewTopic(name, 1, 1) for name in names])
-    admin.close()
 
 
 def produce(gateway: Gateway, topic: str, records: list[tuple], user: User = TESTER) -> list:

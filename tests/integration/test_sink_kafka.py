@@ -14,14 +14,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from brokerguard.audit import events
-from brokerguard.audit.chain import Chain, verify
+from brokerguard.audit.chain import verify
 from brokerguard.audit.sinks import Sealed, SessionFilter, SinkContext
 from brokerguard.errors import ConfigError
 from brokerguard.plugins.sinks.kafka import AuditTopicError, KafkaSink
+from sealing import KEY, Stream
 
 pytestmark = pytest.mark.kafka
 
-KEY = b"chain-key-for-tests"
 PASSWORD_ENV = "BROKERGUARD_TEST_AUDIT_PASSWORD"
 
 
@@ -41,25 +41,6 @@ def sasl(kafka, topic: str, monkeypatch, **options) -> dict:
     monkeypatch.setenv(PASSWORD_ENV, kafka.password)
     return {"bootstrap_servers": [kafka.sasl_bootstrap], "topic": topic, "security_protocol": "SASL_PLAINTEXT",
             "sasl_mechanism": "SCRAM-SHA-512", "username": kafka.username, "password_env": PASSWORD_ENV, **options}
-
-
-class Stream:
-    """One worker's chain, sealing events into batches as the bus does."""
-
-    def __init__(self, gateway: str) -> None:
-        self.gateway = gateway
-        self.chain = Chain(f"{gateway}:18f:{uuid.uuid4().hex[:6]}", KEY)
-        self.sealed = 0
-
-    def seal(self, batch: list[dict]) -> list[Sealed]:
-        self.sealed += len(batch)
-        return [Sealed(event, self.chain.seal(event)) for event in batch]
-
-    def start(self) -> list[Sealed]:
-        return self.seal([events.stream_start(self.gateway, 1, "0.1.0")])
-
-    def end(self) -> list[Sealed]:
-        return self.seal([events.stream_end(self.gateway, self.sealed + 1)])
 
 
 def session(name: str, identity: str, topic: str, started: float, requests: int = 3) -> list[dict]:

@@ -17,14 +17,14 @@ from psycopg import sql
 
 from brokerguard import registry
 from brokerguard.audit import AuditBus, events
-from brokerguard.audit.chain import Chain, verify
+from brokerguard.audit.chain import verify
 from brokerguard.audit.sinks import Sealed, SessionFilter, SinkContext
 from brokerguard.errors import ConfigError
 from brokerguard.plugins.sinks.postgres import AuditDatabaseError, PostgresSink
 from devstack.postgres import PostgresServer
 from harness import create_topics, eventually, produce_and_consume
+from sealing import KEY, Stream
 
-KEY = b"chain-key-for-tests"
 PASSWORD_ENV = "BROKERGUARD_TEST_AUDIT_DB_PASSWORD"
 
 
@@ -57,25 +57,6 @@ def started(postgres: PostgresServer, schema: str, monkeypatch, gateway: str = "
 def admin(postgres: PostgresServer) -> psycopg.Connection:
     """The superuser, as someone who can edit the database would connect."""
     return psycopg.connect(postgres.superuser_dsn, password=postgres.superuser_password, autocommit=True)
-
-
-class Stream:
-    """One worker's chain, sealing events into batches as the bus does."""
-
-    def __init__(self, gateway: str) -> None:
-        self.gateway = gateway
-        self.chain = Chain(f"{gateway}:18f:{uuid.uuid4().hex[:6]}", KEY)
-        self.sealed = 0
-
-    def seal(self, batch: list[dict]) -> list[Sealed]:
-        self.sealed += len(batch)
-        return [Sealed(event, self.chain.seal(event)) for event in batch]
-
-    def start(self) -> list[Sealed]:
-        return self.seal([events.stream_start(self.gateway, 1, "0.1.0")])
-
-    def end(self) -> list[Sealed]:
-        return self.seal([events.stream_end(self.gateway, self.sealed + 1)])
 
 
 def request(session: str, identity: str, topic: str, time: float, seq: int, denied: bool = False, **more) -> dict:

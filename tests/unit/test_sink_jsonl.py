@@ -13,13 +13,13 @@ import orjson
 import pytest
 
 from brokerguard.audit import events
-from brokerguard.audit.chain import Chain, verify
-from brokerguard.audit.sinks import Sealed, SessionFilter, SinkContext
+from brokerguard.audit.chain import verify
+from brokerguard.audit.sinks import SessionFilter, SinkContext
 from brokerguard.errors import ConfigError
 from brokerguard.audit.sessions import in_stream_order
 from brokerguard.plugins.sinks.jsonl import JsonLinesSink
+from sealing import KEY, Stream
 
-KEY = b"chain-key-for-tests"
 
 
 def context(tmp_path, gateway: str = "gw-host:101") -> SinkContext:
@@ -47,25 +47,6 @@ def session(name: str, identity: str, topic: str, *, denied: bool = False, start
     end["time"] = started + 2
     return [events.session_start(name, "kafka", "10.0.0.7:5000", "main", started),
             {**events.login(name, identity, "SCRAM-SHA-512", True), "time": started + 0.5}, request, end]
-
-
-class Stream:
-    """One worker's chain, sealing events into batches as the bus does."""
-
-    def __init__(self, gateway: str, start: str = "18f:abcdef") -> None:
-        self.gateway = gateway
-        self.chain = Chain(f"{gateway}:{start}", KEY)
-        self.sealed = 0
-
-    def seal(self, batch: list[dict]) -> list[Sealed]:
-        self.sealed += len(batch)
-        return [Sealed(event, self.chain.seal(event)) for event in batch]
-
-    def start(self) -> list[Sealed]:
-        return self.seal([events.stream_start(self.gateway, 101, "0.1.0")])
-
-    def end(self) -> list[Sealed]:
-        return self.seal([events.stream_end(self.gateway, self.sealed + 1)])
 
 
 def padded(n: int, size: int = 600) -> list[dict]:
