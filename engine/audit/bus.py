@@ -36,6 +36,7 @@ log = logging.getLogger("brokerguard.audit")
 
 RETRY_FIRST_S = 0.1
 RETRY_MAX_S = 30.0
+WRITE_MAX = 5000  # events handed to a sink in one write, at most
 SEAL_CHUNK = 100  # events sealed at a time on the event loop (about 1 ms)
 OBSERVER_TICK_S = 1.0  # how often observers (the alerter) may close a window while no event comes
 
@@ -83,6 +84,13 @@ class _SinkWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if len(self.queue) > 1 and len(self.queue[0]) < WRITE_MAX:
+                # One write for what queued meanwhile: a store's cost is mostly per write (a
+                # SQLite commit, a POST), not per event.
+                merged: list[Sealed] = []
+                while self.queue and len(merged) + len(self.queue[0]) <= WRITE_MAX:
+                    merged.extend(self.queue.popleft())
+                self.queue.appendleft(merged)
             batch = self.queue[0]
             try:
                 if self._is_coroutine:
