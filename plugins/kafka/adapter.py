@@ -64,7 +64,7 @@ class KafkaAdapter:
         self.directory = BrokerDirectory(self)
         self.topic_names = authorize.TopicNames()
         self.rewriter = Rewriter(config.listen, self.directory, self.topic_names)
-        self.decoded_responses = self.rewriter.apis
+        self.decoded_responses = self.rewriter.decoded
         self.connections: set[ClientConnection] = set()
         self.broker_api_versions: dict[str, Any] | None = None  # the broker's last ApiVersions answer
         self._learning: asyncio.Task | None = None

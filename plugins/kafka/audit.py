@@ -20,6 +20,7 @@ from brokerguard.content import DetectorSet, compile_profile
 from brokerguard.operations import Decision, Resource
 from brokerguard.session import Session
 
+from . import errorscan
 from .errors import error_name
 from .protocol import codec
 
@@ -130,6 +131,8 @@ def _walk(value: Any, where: str, found: dict[str, str], limit: int) -> int:
 
 def response_errors(api_key: int, api_version: int, frame: memoryview) -> dict[str, str] | None:
     """The errors of a response frame the gateway forwards without decoding; None if unreadable."""
+    if errorscan.clean(api_key, api_version, frame):
+        return {}
     try:
         _, offset = codec.decode_response_header(frame, 4, codec.response_header_version(api_key, api_version))
         return errors_of(codec.decode_response(api_key, api_version, frame, offset))

@@ -695,7 +695,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             if request.correlation_id != correlation_id:
                 raise ProtocolError(
                     source.peer, f"response {correlation_id} out of order: expected {request.correlation_id}")
-            if request.merge is not None or request.api_key in decoded:
+            if request.merge is not None or (request.api_key, request.api_version) in decoded:
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
                                                       source.frame(frame_start, frame_end), request.merge,
                                                       self._audit_response(request))

@@ -78,8 +78,13 @@ class Versions:
         return [{"api_key": k, "min_version": lo, "max_version": hi} for k, (lo, hi) in sorted(self.supported.items())]
 
 
-def _address_apis() -> frozenset[int]:
-    return frozenset(key for key, spec in codec.API_KEYS.items() if spec.response_has_field("host"))
+def _decoded_responses() -> frozenset[tuple[int, int]]:
+    """(api key, version) of the responses decoded whatever authorization did: those that carry
+    broker endpoints in that version (a host and a port), and those that tell topic ids."""
+    return frozenset((key, version) for key, spec in codec.API_KEYS.items()
+                     for version in range(spec.min_version, spec.max_version + 1)
+                     if key in TOPIC_ID_SOURCES or (spec.response_has_field("host", version)
+                                                    and spec.response_has_field("port", version)))
 
 
 def response_frame(correlation_id: int, api_key: int, api_version: int, body: dict[str, Any]) -> bytes:
@@ -104,8 +109,9 @@ class Rewriter:
         self._topic_names = topic_names
         self._unmapped: set[int] = set()
         # Responses decoded even when authorization leaves them alone: broker addresses to
-        # replace, topic ids to learn.
-        self.apis = _address_apis() | TOPIC_ID_SOURCES
+        # replace, topic ids to learn. Produce and Fetch, most of the traffic, are not among
+        # them in the versions the gateway offers (VERSION_CAPS).
+        self.decoded = _decoded_responses()
 
     def response(self, api_key: int, api_version: int, data: memoryview,
                  merge: Callable[[dict], None] | None, observe: Callable[[dict], None] | None = None) -> bytes:

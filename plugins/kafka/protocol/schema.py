@@ -160,15 +160,17 @@ class ApiSpec:
 
     def request_has_field(self, key: str) -> bool:
         """Whether some struct of the request, in some version, has a field of this key."""
-        return _has_field(self.request.fields, key)
+        return _has_field(self.request.fields, key, None)
 
-    def response_has_field(self, key: str) -> bool:
-        """Whether some struct of the response, in some version, has a field of this key."""
-        return _has_field(self.response.fields, key)
+    def response_has_field(self, key: str, version: int | None = None) -> bool:
+        """Whether some struct of the response has a field of this key: in `version`, or in
+        some version."""
+        return _has_field(self.response.fields, key, version)
 
 
-def _has_field(fields: tuple[FieldSpec, ...], key: str) -> bool:
-    return any(f.key == key or _has_field(f.fields, key) for f in fields)
+def _has_field(fields: tuple[FieldSpec, ...], key: str, version: int | None) -> bool:
+    return any((version is None or f.present(version)) and (f.key == key or _has_field(f.fields, key, version))
+               for f in fields)
 
 
 @dataclass(frozen=True, slots=True)

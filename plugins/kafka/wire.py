@@ -1,0 +1,68 @@
+"""Kafka's primitive types read in place from a buffer, for the hand readers of the hot path
+(produce.py, errorscan.py). Every read checks it stays before `end` and raises Truncated if not."""
+
+from __future__ import annotations
+
+import struct
+
+I16 = struct.Struct(">h")
+I32 = struct.Struct(">i")
+
+
+class Truncated(ValueError):
+    """The bytes do not hold the message they announce."""
+
+
+def uvarint(buf, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 28:
+            raise Truncated(f"bad varint at offset {pos}")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def skip_tags(buf, pos: int, end: int) -> int:
+    """Past a tagged-field section."""
+    count, pos = uvarint(buf, pos, end)
+    for _ in range(count):
+        _, pos = uvarint(buf, pos, end)
+        size, pos = uvarint(buf, pos, end)
+        pos += size
+    if pos > end:
+        raise Truncated("tagged fields run past the frame")
+    return pos
+
+
+def length(buf, pos: int, end: int, compact: bool, wide: bool) -> tuple[int, int]:
+    """A string, bytes or array length (-1 for null): a varint of length + 1 when compact, else
+    int32 (`wide`) or int16."""
+    if compact:
+        n, pos = uvarint(buf, pos, end)
+        return n - 1, pos
+    fmt = I32 if wide else I16
+    if pos + fmt.size > end:
+        raise Truncated(f"length cut off at offset {pos}")
+    return fmt.unpack_from(buf, pos)[0], pos + fmt.size
+
+
+def string(buf, pos: int, end: int, compact: bool) -> tuple[str | None, int]:
+    n, pos = length(buf, pos, end, compact, False)
+    if n < 0:
+        return None, pos
+    if pos + n > end:
+        raise Truncated(f"string runs past the frame at offset {pos}")
+    return bytes(buf[pos : pos + n]).decode("utf-8"), pos + n
+
+
+def skip(buf, pos: int, end: int, compact: bool, wide: bool) -> int:
+    """Past a string or bytes value without reading it."""
+    n, pos = length(buf, pos, end, compact, wide)
+    pos += max(n, 0)
+    if pos > end:
+        raise Truncated(f"value runs past the frame at offset {pos}")
+    return pos
