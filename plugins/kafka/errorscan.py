@@ -42,6 +42,17 @@ def _count(buf, pos: int, end: int, flexible: bool, nullable: bool = False) -> t
     return n, pos
 
 
+def _partition_head(buf, pos: int, end: int, version: int) -> int:
+    """Past the fixed head of a partition, the same size in both APIs: index int32, error_code
+    int16, two int64 (Produce: base_offset, log_append_time_ms; Fetch: high_watermark,
+    last_stable_offset) and from v5 log_start_offset. -1 when its error code is set."""
+    if pos + 6 > end:
+        raise Truncated("partition cut off")
+    if I16.unpack_from(buf, pos + 4)[0] != 0:
+        return -1
+    return pos + (22 if version < 5 else 30)
+
+
 def _produce(buf, version: int) -> bool:
     end = len(buf)
     flexible = version >= PRODUCE_FLEXIBLE_FROM
@@ -53,12 +64,9 @@ def _produce(buf, version: int) -> bool:
         pos = skip(buf, pos, end, flexible, False)  # name
         partitions, pos = _count(buf, pos, end, flexible)
         for _ in range(partitions):
-            # index int32, error_code int16, base_offset, log_append_time_ms [, log_start_offset v5+]
-            if pos + 6 > end:
-                raise Truncated("partition cut off")
-            if I16.unpack_from(buf, pos + 4)[0] != 0:
+            pos = _partition_head(buf, pos, end, version)
+            if pos < 0:
                 return False
-            pos += 22 if version < 5 else 30
             if version >= 8:
                 errors, pos = _count(buf, pos, end, flexible)
                 if errors > 0:
@@ -92,12 +100,9 @@ def _fetch(buf, version: int) -> bool:
         pos = pos + 16 if version >= 13 else skip(buf, pos, end, flexible, False)  # topic_id or topic
         partitions, pos = _count(buf, pos, end, flexible)
         for _ in range(partitions):
-            # partition_index, error_code, high_watermark, last_stable_offset [, log_start_offset v5+]
-            if pos + 6 > end:
-                raise Truncated("partition cut off")
-            if I16.unpack_from(buf, pos + 4)[0] != 0:
+            pos = _partition_head(buf, pos, end, version)
+            if pos < 0:
                 return False
-            pos += 22 if version < 5 else 30
             aborted, pos = _count(buf, pos, end, flexible, nullable=True)
             if not flexible:  # producer_id, first_offset each
                 pos += 16 * max(aborted, 0)
