@@ -179,12 +179,13 @@ class AuditBus:
         """False while fail-closed auditing cannot keep up: adapters stop reading requests."""
         return self._accepting
 
-    def when_accepting(self, resume: Callable[[], None]) -> None:
-        """Call resume once accepting is True again (now, if it is)."""
+    async def caught_up(self) -> None:
+        """Returns once accepting is True again (at once, if it is)."""
         if self._accepting:
-            resume()
-        else:
-            self._resume.append(resume)
+            return
+        resumed = asyncio.get_running_loop().create_future()
+        self._resume.append(lambda: resumed.done() or resumed.set_result(None))
+        await resumed
 
     def _health_changed(self) -> None:
         if not self.fail_closed:

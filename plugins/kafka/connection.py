@@ -17,7 +17,8 @@ Guarantees:
 - A request that must wait (authentication, topic ids to look up) holds every later request of
   the connection behind it, so the broker sees them in the client's order.
 - Backpressure both ways: when one side's write buffer is full, the other side stops reading.
-  With fail-closed auditing, a trail that cannot keep up stops the reading of requests too.
+  With fail-closed auditing, a request read while the trail cannot keep up waits, with every
+  later one, until it has caught up; reading stops meanwhile.
 - Each request's audit event (audit.py) is started when it is read and finished when its
   answer leaves; the audit bus takes it without waiting.
 - A frame the gateway cannot accept (oversized, malformed) closes this connection only, with the
@@ -146,7 +147,6 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._audit = adapter.pipeline.audit  # the audit bus, or None
         self._auditing: dict | None = None  # the audit event of the request being handled
         self._audited = 0  # requests given an audit event: the next one's seq
-        self._waiting_for_audit = False  # reading paused until fail-closed auditing catches up
         self.session: Session
         self._login: ClientLogin
 
@@ -274,11 +274,6 @@ class ClientConnection(asyncio.BufferedProtocol):
         if frames:
             self._route(frames, consumed_to)
         buffer.settle(consumed_to, pending)
-        if self._audit is not None and not self._audit.accepting and not self._waiting_for_audit:
-            # Fail-closed auditing is behind: read no more requests until it has caught up.
-            self._waiting_for_audit = True
-            self._pause_reading()
-            self._audit.when_accepting(self._audit_caught_up)
 
     def _route(self, frames: list, consumed_to: int) -> None:
         """Handle the complete frames of one read in order. Frames forwarded unchanged are sent as
@@ -290,8 +285,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         segment = 0  # start of the bytes not yet forwarded or dropped
         for index, frame in enumerate(frames):
             start, end = frame[0], frame[1]
-            if self._working is not None:
-                outcome: Outcome = _WAIT
+            if self._working is not None or (self._audit is not None and not self._audit.accepting):
+                outcome: Outcome = _WAIT  # behind earlier frames, or fail-closed auditing
             else:
                 outcome = self._handle(data, frame)
             if outcome is None:
@@ -598,6 +593,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             pending = first
             while backlog and not self._closed:
                 data, frame = backlog[0]
+                if self._audit is not None and not self._audit.accepting:
+                    await self._audit.caught_up()
+                    continue
                 outcome = pending if pending is not None else self._handle(data, frame)
                 pending = None
                 if outcome is not None and outcome is not DONE and outcome.__class__ is not bytes:
@@ -775,8 +773,7 @@ class ClientConnection(asyncio.BufferedProtocol):
             self._transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if (self._reading_paused and not self._closed and time.monotonic() >= self._muted_until
-                and not self._waiting_for_audit):
+        if self._reading_paused and not self._closed and time.monotonic() >= self._muted_until:
             self._reading_paused = False
             self._transport.resume_reading()
 
@@ -786,10 +783,6 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._muted_until = max(self._muted_until, time.monotonic() + seconds)
         self._pause_reading()
         asyncio.get_running_loop().call_later(seconds, self._unmute)
-
-    def _audit_caught_up(self) -> None:
-        self._waiting_for_audit = False
-        self._unmute()
 
     def _unmute(self) -> None:
         if (not self._draining and not self._upstream_full and self._held_bytes <= MAX_HELD_BYTES
