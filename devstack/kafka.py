@@ -43,7 +43,6 @@ positional: bootstrap topic num-records acks record-size [command-config].
 from __future__ import annotations
 
 import argparse
-import atexit
 import base64
 import fcntl
 import hashlib
@@ -58,10 +57,13 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (python devstack/kafka.py ...): import as the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devstack.processes import DevstackError, PortClash, free_ports, recv_exactly, running, tail  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "devstack" / "pom.xml"
@@ -80,7 +82,6 @@ TOOL_JVM_OPTS = ("-Xms64m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=tru
 MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
-LOG_TAIL_LINES = 60
 
 BROKER_LOG4J2 = """\
 status = warn
@@ -107,10 +108,6 @@ appender.err.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.err.ref = ERR
 """
-
-
-class DevstackError(RuntimeError):
-    """The dev stack could not do what was asked; the message says why."""
 
 
 # --------------------------------------------------------------------------- jars
@@ -201,21 +198,11 @@ def _request(sock: socket.socket, api_key: int, version: int, corr: int, body: b
     header = struct.pack(">hhih", api_key, version, corr, len(client_id)) + client_id
     frame = header + body
     sock.sendall(struct.pack(">i", len(frame)) + frame)
-    size = struct.unpack(">i", _recv(sock, 4))[0]
-    payload = _recv(sock, size)
+    size = struct.unpack(">i", recv_exactly(sock, 4))[0]
+    payload = recv_exactly(sock, size)
     if struct.unpack(">i", payload[:4])[0] != corr:
         raise DevstackError("correlation id mismatch")
     return payload[4:]
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return bytes(buf)
 
 
 def api_versions(host: str, port: int, timeout: float = 2.0,
@@ -304,19 +291,6 @@ def _make_tls(tls_dir: Path) -> tuple[Path, Path]:
 
 # --------------------------------------------------------------------------- broker
 
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def _cluster_id() -> str:
     # Kafka's Uuid text form: URL-safe base64 of 16 bytes, unpadded. Like Kafka's own
     # Uuid.randomUuid(), avoid a leading "-": the storage tool would read it as an option.
@@ -324,23 +298,6 @@ def _cluster_id() -> str:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not text.startswith("-"):
             return text
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"(no log at {path})"
-
-
-_live: set["KafkaBroker"] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for broker in list(_live):
-        broker.stop()
 
 
 class KafkaBroker:
@@ -407,7 +364,7 @@ class KafkaBroker:
             try:
                 self._wait_ready()
                 return self
-            except _PortClash:
+            except PortClash:
                 self._kill()
             except BaseException:
                 self.stop(_remove=False)  # keep the log for whoever reads the error
@@ -431,7 +388,7 @@ class KafkaBroker:
         data = wd / "data"
         shutil.rmtree(data, ignore_errors=True)  # a retry formats afresh
         names = ("PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "CONTROLLER")
-        self.ports = dict(zip(names, _free_ports(len(names))))
+        self.ports = dict(zip(names, free_ports(len(names))))
         listeners = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items())
         advertised = ",".join(f"{n}://127.0.0.1:{p}" for n, p in self.ports.items()
                               if n != "CONTROLLER")
@@ -502,19 +459,18 @@ class KafkaBroker:
                                           stderr=subprocess.STDOUT, cwd=self.work_dir,
                                           start_new_session=True)
         self.pid = self._proc.pid
-        with _live_lock:
-            _live.add(self)
+        running.add(self)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                if "Address already in use" in _tail(self.log_file, 200):
-                    raise _PortClash()
+                if "Address already in use" in tail(self.log_file, 200):
+                    raise PortClash()
                 raise DevstackError(
                     f"Kafka exited with code {self._proc.returncode} during start-up; "
-                    f"last lines of {self.log_file}:\n{_tail(self.log_file)}")
+                    f"last lines of {self.log_file}:\n{tail(self.log_file)}")
             try:
                 apis = api_versions("127.0.0.1", self.ports["PLAINTEXT"])
                 brokers = metadata_brokers("127.0.0.1", self.ports["PLAINTEXT"], apis)
@@ -526,7 +482,7 @@ class KafkaBroker:
             time.sleep(0.2)
         raise DevstackError(
             f"Kafka did not answer on {self.bootstrap} within {self.ready_timeout:.0f}s "
-            f"(last error: {last_error!r}); last lines of {self.log_file}:\n{_tail(self.log_file)}")
+            f"(last error: {last_error!r}); last lines of {self.log_file}:\n{tail(self.log_file)}")
 
     def stop(self, _remove: bool = True) -> None:
         """SIGTERM the process group, wait for a clean shutdown, then SIGKILL. Idempotent."""
@@ -534,8 +490,7 @@ class KafkaBroker:
         if proc is not None:
             _terminate_group(proc.pid, proc.wait)
             self._proc = None
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
         if _remove and not self.keep_work_dir and self.work_dir and self.work_dir.exists():
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
@@ -543,16 +498,14 @@ class KafkaBroker:
         if self._proc is not None:
             _terminate_group(self._proc.pid, self._proc.wait, grace=0)
             self._proc = None
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def detach(self) -> None:
         """Leave the broker running after this Python process exits (CLI `start`)."""
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
 
     # ---- clients
     def client_config(self, mechanism: str = "SCRAM-SHA-512", tls: bool = False,
@@ -589,10 +542,6 @@ class KafkaBroker:
             "work_dir": str(self.work_dir), "log_file": str(self.log_file),
             "jar_dir": str(self.jar_dir),
         }
-
-
-class _PortClash(Exception):
-    pass
 
 
 def _terminate_group(pid: int, wait, grace: float = STOP_TIMEOUT) -> None:

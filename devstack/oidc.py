@@ -62,6 +62,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+if __package__ in (None, ""):  # run as a script (python devstack/oidc.py ...): import as the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from devstack.processes import DevstackError  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 OIDC_DIR = ROOT / ".devstack" / "oidc"
 STATE_FILE = OIDC_DIR / "state.json"
@@ -73,10 +77,6 @@ MAX_FORM_BYTES = 64 * 1024
 START_TIMEOUT = 30.0
 
 log = logging.getLogger("devstack.oidc")
-
-
-class DevstackError(RuntimeError):
-    """The dev stack could not do what was asked; the message says why."""
 
 
 # --------------------------------------------------------------------------- keys

@@ -23,7 +23,6 @@ Library use::
 
 from __future__ import annotations
 
-import atexit
 import base64
 import grp
 import hashlib
@@ -39,9 +38,10 @@ import stat
 import struct
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
+
+from devstack.processes import DevstackError, PortClash, free_ports, recv_exactly, running, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DIR = ROOT / ".devstack" / "postgres"
@@ -49,7 +49,6 @@ DEBIAN_BIN_DIRS = "/usr/lib/postgresql/*/bin"
 SERVER_ACCOUNTS = ("postgres", "nobody")  # whom to run as when we are root, in order
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0
-LOG_TAIL_LINES = 60
 PROTOCOL_3 = 196608
 SCRAM_ITERATIONS = 4096
 
@@ -73,14 +72,6 @@ HBA_CONFIG = """\
 # TYPE  DATABASE  USER  ADDRESS       METHOD
 host    all       all   127.0.0.1/32  scram-sha-256
 """
-
-
-class DevstackError(RuntimeError):
-    """The dev stack could not do what was asked; the message says why."""
-
-
-class _PortClash(Exception):
-    pass
 
 
 # --------------------------------------------------------------------------- binaries and accounts
@@ -150,16 +141,6 @@ def _scram_verifier(password: str) -> str:
 
 # --------------------------------------------------------------------------- wire
 
-def _recv(sock: socket.socket, count: int) -> bytes:
-    data = bytearray()
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError(f"closed after {len(data)} of {count} bytes")
-        data += chunk
-    return bytes(data)
-
-
 def probe(host: str, port: int, user: str, database: str, timeout: float = 2.0) -> str | None:
     """None when the server asks `user` for a SCRAM-SHA-256 login to `database` (it is up, and
     password logins are on); otherwise what it answered. The probe leaves before logging in."""
@@ -168,9 +149,9 @@ def probe(host: str, port: int, user: str, database: str, timeout: float = 2.0) 
     body = struct.pack("!i", PROTOCOL_3) + params
     with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(struct.pack("!i", len(body) + 4) + body)
-        kind = _recv(sock, 1)
-        (length,) = struct.unpack("!i", _recv(sock, 4))
-        payload = _recv(sock, length - 4)
+        kind = recv_exactly(sock, 1)
+        (length,) = struct.unpack("!i", recv_exactly(sock, 4))
+        payload = recv_exactly(sock, length - 4)
     if kind == b"R":
         (method,) = struct.unpack("!i", payload[:4])
         mechanisms = payload[4:].split(b"\0")
@@ -184,29 +165,6 @@ def probe(host: str, port: int, user: str, database: str, timeout: float = 2.0) 
 
 
 # --------------------------------------------------------------------------- server
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _tail(path: Path | None, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except (OSError, AttributeError):
-        return f"(no log at {path})"
-
-
-_live: set["PostgresServer"] = set()
-_live_lock = threading.Lock()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_live):
-        server.stop()
-
 
 class PostgresServer:
     """One PostgreSQL server on 127.0.0.1 and a free port, in its own process group.
@@ -279,12 +237,12 @@ class PostgresServer:
             raise
         # A port taken between probing and binding makes the server exit: retry with another.
         for _ in range(3):
-            self.port = _free_port()
+            self.port = free_ports()[0]
             self._launch()
             try:
                 self._wait_ready()
                 return self
-            except _PortClash:
+            except PortClash:
                 self._kill()
             except BaseException:
                 self.stop(_remove=False)
@@ -365,19 +323,18 @@ class PostgresServer:
                                           cwd=self.server_dir, env=self._env(), start_new_session=True,
                                           **self._as_account())
         self.pid = self._proc.pid
-        with _live_lock:
-            _live.add(self)
+        running.add(self)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         last = "no answer yet"
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                log = _tail(self.log_file, 200)
+                log = tail(self.log_file, 200)
                 if "Address already in use" in log and f"{self.port}" in log:
-                    raise _PortClash()
+                    raise PortClash()
                 raise DevstackError(f"PostgreSQL exited with code {self._proc.returncode} during start-up; "
-                                    f"last lines of {self.log_file}:\n{_tail(self.log_file)}")
+                                    f"last lines of {self.log_file}:\n{tail(self.log_file)}")
             try:
                 answer = probe(self.host, self.port, self.username, self.database)
                 if answer is None:
@@ -388,7 +345,7 @@ class PostgresServer:
             time.sleep(0.1)
         raise DevstackError(f"PostgreSQL did not accept logins on {self.host}:{self.port} within "
                             f"{self.ready_timeout:.0f}s (last answer: {last}); last lines of "
-                            f"{self.log_file}:\n{_tail(self.log_file)}")
+                            f"{self.log_file}:\n{tail(self.log_file)}")
 
     def stop(self, _remove: bool = True) -> None:
         """Fast shutdown (SIGINT: sessions are cut, nothing is waited for), then SIGQUIT, then
@@ -397,8 +354,7 @@ class PostgresServer:
         if proc is not None:
             _shut_down(proc.pid, proc.wait)
             self._proc = None
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
         if _remove and not self.keep_work_dir:
             for directory in (self.server_dir, self.work_dir):
                 if directory is not None and directory.exists():
@@ -408,16 +364,14 @@ class PostgresServer:
         if self._proc is not None:
             _shut_down(self._proc.pid, self._proc.wait, grace=0)
             self._proc = None
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
 
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def detach(self) -> None:
         """Leave the server running after this Python process exits (CLI `start`)."""
-        with _live_lock:
-            _live.discard(self)
+        running.discard(self)
 
     def state(self) -> dict:
         return {"version": self.version, "pid": self.pid, "host": self.host, "port": self.port,
