@@ -341,3 +341,18 @@ def create_topics(kafka, *names: str, partitions: int = 1, timeout: float = 30) 
         if time.monotonic() > deadline:
             raise AssertionError(f"topics {names} have no leader after {timeout} s")
         time.sleep(0.05)
+
+
+def replay_session(gateway: Gateway, kafka, session: str, sandbox: str, count: int) -> list[tuple]:
+    """`brokerguard sessions replay` of a session into sandbox (as the test account, through the
+    gateway's rules); the (key, value, headers, timestamp) of the first `count` records there."""
+    gateway.env["REPLAY_PASSWORD"] = TESTER.password
+    out = gateway.cli("sessions", "replay", session, "--to", sandbox, "--username", TESTER.name,
+                      "--password-env", "REPLAY_PASSWORD").stdout
+    assert f"published {count} records" in out
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=10000)
+    consumer.assign([TopicPartition(sandbox, 0)])
+    replayed = [(m.key, m.value, list(m.headers), m.timestamp) for _, m in zip(range(count), consumer)]
+    consumer.close()
+    return replayed

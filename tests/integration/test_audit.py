@@ -13,9 +13,10 @@ import uuid
 import pytest
 import yaml
 from confluent_kafka import Producer as CfProducer
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
-from harness import BROKERGUARD, SHIPPED_RULES, TESTER, Gateway, User, auth, connect, create_topics, eventually
+from harness import (BROKERGUARD, SHIPPED_RULES, TESTER, Gateway, User, auth, connect, create_topics, eventually,
+                     replay_session)
 
 pytestmark = pytest.mark.kafka
 
@@ -211,17 +212,7 @@ def test_a_captured_session_replays_byte_identical_into_a_sandbox(own_gateway, k
     eventually(lambda: sum(p["records"] for e in own_events(gateway, evidence, "Produce")
                            for p in e["payload"]["partitions"]), lambda n: n == len(sent))
 
-    gateway.env["REPLAY_PASSWORD"] = TESTER.password
-    out = gateway.cli("sessions", "replay", session, "--to", sandbox, "--username", TESTER.name,
-                      "--password-env", "REPLAY_PASSWORD").stdout
-    assert f"published {len(sent)} records" in out
-
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=10000)
-    consumer.assign([TopicPartition(sandbox, 0)])
-    replayed = [(m.key, m.value, [(k, v) for k, v in m.headers], m.timestamp) for _, m in zip(sent, consumer)]
-    consumer.close()
-    assert replayed == sent
+    assert replay_session(gateway, kafka, session, sandbox, len(sent)) == sent
 
     denied = gateway.cli("sessions", "replay", session, "--to", sandbox, check=False)  # no login: refused
     assert denied.returncode != 0 and "replay to" in denied.stderr

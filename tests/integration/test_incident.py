@@ -17,9 +17,8 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer as CfProducer
-from kafka import KafkaConsumer, TopicPartition
 
-from harness import TESTER, User, auth, connect, create_topics, eventually
+from harness import TESTER, User, auth, connect, create_topics, eventually, replay_session
 from receiver import Receiver
 
 pytestmark = pytest.mark.kafka
@@ -93,16 +92,7 @@ def test_the_incident(own_gateway, kafka, siem):
     session = listed[0]["session"]
     timeline = gateway.cli("sessions", "show", session).stdout
     assert f"logged in as {CONTRACTOR.name}" in timeline and "Produce" in timeline and "revoked" in timeline
-    gateway.env["REPLAY_PASSWORD"] = TESTER.password
-    out = gateway.cli("sessions", "replay", session, "--to", sandbox, "--username", TESTER.name,
-                      "--password-env", "REPLAY_PASSWORD").stdout
-    assert f"published {len(sent)} records" in out
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=10000)
-    consumer.assign([TopicPartition(sandbox, 0)])
-    replayed = [(m.key, m.value, list(m.headers), m.timestamp) for _, m in zip(sent, consumer)]
-    consumer.close()
-    assert replayed == sent
+    assert replay_session(gateway, kafka, session, sandbox, len(sent)) == sent
 
     # The SIEM is down for a while: alerts wait in the outbox, then arrive, each once.
     siem.stop()
