@@ -147,11 +147,17 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
+def _timeline(args: argparse.Namespace) -> list[dict]:
+    """The events of the session `args` names, in order; an error if the store has none."""
     reader, _ = open_reader(args.config, args.sink)
     timeline = reader.session_events(args.session)
     if not timeline:
         raise BrokerGuardError(f"no events of session {args.session}")
+    return timeline
+
+
+def _show(args: argparse.Namespace) -> int:
+    timeline = _timeline(args)
     if args.format == "json":
         print(orjson.dumps(timeline).decode())
         return 0
@@ -166,10 +172,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     from brokerguard.audit.replay import Replayed, captured_records, replay
 
-    reader, _ = open_reader(args.config, args.sink)
-    timeline = reader.session_events(args.session)
-    if not timeline:
-        raise BrokerGuardError(f"no events of session {args.session}")
+    timeline = _timeline(args)
     if args.dry_run:
         skipped: list[str] = []
         records = list(captured_records(timeline, skipped))
