@@ -63,7 +63,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (python devstack/kafka.py ...): import as the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from devstack.processes import DevstackError, PortClash, free_ports, recv_exactly, running, tail  # noqa: E402
+from devstack.processes import DevstackError, PortClash, ServerProcess, free_ports, recv_exactly, tail  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "devstack" / "pom.xml"
@@ -300,7 +300,7 @@ def _cluster_id() -> str:
             return text
 
 
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """One KRaft node (broker + controller, node.id=1) on 127.0.0.1 in its own process group.
 
     Listeners: PLAINTEXT (no auth, also inter-broker), SASL_PLAINTEXT and SASL_SSL
@@ -342,13 +342,6 @@ class KafkaBroker:
     def ssl_bootstrap(self) -> str:
         return f"127.0.0.1:{self.ports['SASL_SSL']}"
 
-    def __enter__(self) -> "KafkaBroker":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # ---- lifecycle
     def start(self) -> "KafkaBroker":
         if self._proc is not None:
@@ -357,19 +350,8 @@ class KafkaBroker:
         self._prepare_work_dir()
         self.password = secrets.token_urlsafe(24)
         self.ca_file, broker_pem = _make_tls(self.work_dir / "tls")
-        # A port taken between probing and binding makes the JVM exit: retry with new ones.
-        for _ in range(3):
-            self._write_config(broker_pem)
-            self._launch()
-            try:
-                self._wait_ready()
-                return self
-            except PortClash:
-                self._kill()
-            except BaseException:
-                self.stop(_remove=False)  # keep the log for whoever reads the error
-                raise
-        raise DevstackError("could not bind free ports after 3 attempts")
+        self._start_on_free_ports(lambda: self._write_config(broker_pem))
+        return self
 
     def _prepare_work_dir(self) -> None:
         if self._requested_dir is not None:
@@ -448,18 +430,15 @@ class KafkaBroker:
             raise DevstackError(f"kafka-storage format failed ({proc.returncode}):\n"
                                 f"{proc.stdout}{proc.stderr}")
 
-    def _launch(self) -> None:
+    def _launch(self) -> subprocess.Popen:
         cmd = [_java(), *self.jvm_opts,
                f"-Dlog4j2.configurationFile={self.work_dir / 'log4j2.properties'}",
                f"-Dkafka.logs.dir={self.work_dir}",
                "-cp", _classpath(self.jar_dir), "kafka.Kafka",
                str(self.work_dir / "server.properties")]
         with open(self.log_file, "ab") as log:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
-                                          stderr=subprocess.STDOUT, cwd=self.work_dir,
-                                          start_new_session=True)
-        self.pid = self._proc.pid
-        running.add(self)
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=self.work_dir, start_new_session=True)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -486,26 +465,13 @@ class KafkaBroker:
 
     def stop(self, _remove: bool = True) -> None:
         """SIGTERM the process group, wait for a clean shutdown, then SIGKILL. Idempotent."""
-        proc = self._proc
-        if proc is not None:
-            _terminate_group(proc.pid, proc.wait)
-            self._proc = None
-        running.discard(self)
+        self._end(STOP_TIMEOUT)
         if _remove and not self.keep_work_dir and self.work_dir and self.work_dir.exists():
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
-    def _kill(self) -> None:
-        if self._proc is not None:
-            _terminate_group(self._proc.pid, self._proc.wait, grace=0)
-            self._proc = None
-        running.discard(self)
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def detach(self) -> None:
-        """Leave the broker running after this Python process exits (CLI `start`)."""
-        running.discard(self)
+    @staticmethod
+    def _shut_down(pid: int, wait, grace: float) -> None:
+        _terminate_group(pid, wait, grace)
 
     # ---- clients
     def client_config(self, mechanism: str = "SCRAM-SHA-512", tls: bool = False,

@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.processes import DevstackError, PortClash, free_ports, recv_exactly, running, tail
+from devstack.processes import DevstackError, PortClash, ServerProcess, free_ports, recv_exactly, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DIR = ROOT / ".devstack" / "postgres"
@@ -166,7 +166,7 @@ def probe(host: str, port: int, user: str, database: str, timeout: float = 2.0) 
 
 # --------------------------------------------------------------------------- server
 
-class PostgresServer:
+class PostgresServer(ServerProcess):
     """One PostgreSQL server on 127.0.0.1 and a free port, in its own process group.
 
     Roles: `postgres` (superuser) and `username` (owner of `database`, not a superuser), each
@@ -213,13 +213,6 @@ class PostgresServer:
     def superuser_dsn(self) -> str:
         return f"host={self.host} port={self.port} dbname={self.database} user={self.superuser}"
 
-    def __enter__(self) -> PostgresServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # ---- lifecycle
     def start(self) -> PostgresServer:
         if self._proc is not None:
@@ -235,19 +228,11 @@ class PostgresServer:
         except BaseException:
             self.stop(_remove=False)  # keep the files for whoever reads the error
             raise
-        # A port taken between probing and binding makes the server exit: retry with another.
-        for _ in range(3):
-            self.port = free_ports()[0]
-            self._launch()
-            try:
-                self._wait_ready()
-                return self
-            except PortClash:
-                self._kill()
-            except BaseException:
-                self.stop(_remove=False)
-                raise
-        raise DevstackError("could not bind a free port after 3 attempts")
+        self._start_on_free_ports(self._choose_port)
+        return self
+
+    def _choose_port(self) -> None:
+        self.port = free_ports()[0]
 
     def _prepare_dirs(self) -> None:
         if self._requested_dir is not None:
@@ -316,14 +301,12 @@ class PostgresServer:
         self._run_as_server([self.bin_dir / "postgres", "--single", "-D", self.data_dir, "postgres"],
                             "creating the roles (postgres --single)", input=sql)
 
-    def _launch(self) -> None:
+    def _launch(self) -> subprocess.Popen:
         cmd = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-c", f"port={self.port}"]
         with open(self.log_file, "ab") as log:
-            self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                          cwd=self.server_dir, env=self._env(), start_new_session=True,
-                                          **self._as_account())
-        self.pid = self._proc.pid
-        running.add(self)
+            return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=self.server_dir, env=self._env(), start_new_session=True,
+                                    **self._as_account())
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -350,28 +333,34 @@ class PostgresServer:
     def stop(self, _remove: bool = True) -> None:
         """Fast shutdown (SIGINT: sessions are cut, nothing is waited for), then SIGQUIT, then
         SIGKILL for the whole group. Idempotent."""
-        proc = self._proc
-        if proc is not None:
-            _shut_down(proc.pid, proc.wait)
-            self._proc = None
-        running.discard(self)
+        self._end(STOP_TIMEOUT)
         if _remove and not self.keep_work_dir:
             for directory in (self.server_dir, self.work_dir):
                 if directory is not None and directory.exists():
                     shutil.rmtree(directory, ignore_errors=True)
 
-    def _kill(self) -> None:
-        if self._proc is not None:
-            _shut_down(self._proc.pid, self._proc.wait, grace=0)
-            self._proc = None
-        running.discard(self)
-
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def detach(self) -> None:
-        """Leave the server running after this Python process exits (CLI `start`)."""
-        running.discard(self)
+    @staticmethod
+    def _shut_down(pid: int, wait, grace: float) -> None:
+        """Signal the postmaster (it stops its own children), reap it with `wait(timeout)`, and
+        make sure nothing of its process group outlives it."""
+        steps = ((signal.SIGINT, grace), (signal.SIGQUIT, 10)) if grace else ()
+        for sig, timeout in (*steps, (signal.SIGKILL, 10)):
+            try:
+                if sig == signal.SIGKILL:
+                    os.killpg(pid, sig)
+                else:
+                    os.kill(pid, sig)  # the postmaster only: it shuts its children down in order
+            except ProcessLookupError:
+                pass
+            try:
+                wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def state(self) -> dict:
         return {"version": self.version, "pid": self.pid, "host": self.host, "port": self.port,
@@ -379,26 +368,3 @@ class PostgresServer:
                 "superuser": self.superuser, "superuser_password": self.superuser_password,
                 "run_as": self.account.pw_name if self.account else None, "work_dir": str(self.work_dir),
                 "data_dir": str(self.data_dir), "log_file": str(self.log_file)}
-
-
-def _shut_down(pid: int, wait, grace: float = STOP_TIMEOUT) -> None:
-    """Signal the postmaster (it stops its own children), reap it with `wait(timeout)`, and
-    make sure nothing of its process group outlives it."""
-    steps = ((signal.SIGINT, grace), (signal.SIGQUIT, 10)) if grace else ()
-    for sig, timeout in (*steps, (signal.SIGKILL, 10)):
-        try:
-            if sig == signal.SIGKILL:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)  # the postmaster only: it shuts its children down in order
-        except ProcessLookupError:
-            pass
-        try:
-            wait(timeout=timeout)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

@@ -1,11 +1,14 @@
-"""What the dev stack's servers share: free ports, log tails, exact socket reads, and stopping
-at exit whatever this process started and did not stop or hand over."""
+"""What the dev stack's servers share: free ports, log tails, exact socket reads, and the life
+of a server process: started again on other ports when one was taken meanwhile, and stopped at
+exit unless handed over."""
 
 from __future__ import annotations
 
 import atexit
 import socket
+import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 LOG_TAIL_LINES = 60
@@ -76,3 +79,68 @@ class _Running:
 
 
 running = _Running()
+
+
+class ServerProcess:
+    """A server this process runs in a process group of its own. Subclasses start it with
+    `_start_on_free_ports` and give `_launch` (the Popen), `_wait_ready` (raises PortClash
+    when the server exited for a taken port) and `_shut_down(pid, wait, grace)`."""
+
+    _proc: subprocess.Popen | None = None
+    pid: int | None = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self):
+        raise NotImplementedError
+
+    def _launch(self) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def _wait_ready(self) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _shut_down(pid: int, wait, grace: float) -> None:
+        raise NotImplementedError
+
+    def stop(self, _remove: bool = True) -> None:
+        raise NotImplementedError
+
+    def _start_on_free_ports(self, choose_ports: Callable[[], None], attempts: int = 3) -> None:
+        """choose_ports, launch, wait until ready; a port taken between choosing and binding
+        makes the server exit, so it is tried again on others. On any other failure the server
+        is stopped with its files kept for whoever reads the error."""
+        for _ in range(attempts):
+            choose_ports()
+            self._proc = self._launch()
+            self.pid = self._proc.pid
+            running.add(self)
+            try:
+                self._wait_ready()
+                return
+            except PortClash:
+                self._end(grace=0)
+            except BaseException:
+                self.stop(_remove=False)
+                raise
+        raise DevstackError(f"could not bind free ports after {attempts} attempts")
+
+    def _end(self, grace: float) -> None:
+        """Shut the process down (`grace` seconds before it is killed); idempotent."""
+        if self._proc is not None:
+            self._shut_down(self._proc.pid, self._proc.wait, grace)
+            self._proc = None
+        running.discard(self)
+
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def detach(self) -> None:
+        """Leave the server running after this Python process exits (a CLI `start`)."""
+        running.discard(self)
