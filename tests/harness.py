@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from devstack.processes import recv_exactly
+
 ROOT = Path(__file__).resolve().parent.parent
 BROKERGUARD = str(Path(sys.executable).with_name("brokerguard"))
 PASSWORD_ENV = "BROKERGUARD_TEST_UPSTREAM_PASSWORD"
@@ -212,16 +214,6 @@ def request_frame(api_key: int, version: int, body: dict, correlation_id: int = 
     payload = (codec.encode_request_header(api_key, version, correlation_id, client_id)
                + codec.encode_request(api_key, version, body))
     return len(payload).to_bytes(4, "big") + payload
-
-
-def recv_exactly(sock: socket.socket, count: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < count:
-        chunk = sock.recv(min(count - len(chunks), 1 << 20))
-        if not chunk:
-            raise ConnectionError(f"connection closed after {len(chunks)} of {count} bytes")
-        chunks += chunk
-    return bytes(chunks)
 
 
 def read_response(sock: socket.socket, api_key: int, version: int) -> tuple[int, dict]:

@@ -23,6 +23,7 @@ import pytest
 from brokerguard.plugins.kafka import authorize
 from brokerguard.plugins.kafka.protocol import codec
 from devstack.kafka import api_versions
+from devstack.processes import recv_exactly
 from harness import TESTER, User, auth, connect, login
 
 pytestmark = pytest.mark.kafka
@@ -55,20 +56,10 @@ def request_frame(api_key: int, version: int, correlation_id: int, body: dict,
     return struct.pack(">i", len(payload)) + payload
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError(f"connection closed with {n - len(buf)} of {n} bytes unread")
-        buf += chunk
-    return bytes(buf)
-
-
 def read_frame(sock: socket.socket) -> bytes:
     """The next response frame, without its size."""
-    size = struct.unpack(">i", _recv_exactly(sock, 4))[0]
-    return _recv_exactly(sock, size)
+    size = struct.unpack(">i", recv_exactly(sock, 4))[0]
+    return recv_exactly(sock, size)
 
 
 def decode(payload: bytes, api_key: int, version: int) -> tuple[int, dict]:

@@ -27,6 +27,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KpTP
 from kafka.admin import ConfigResource as KpConfigResource, ConfigResourceType as KpResType, KafkaAdminClient
 
 from brokerguard.plugins.kafka.protocol import codec
+from devstack.processes import recv_exactly
 from harness import auth
 
 pytestmark = pytest.mark.kafka
@@ -88,8 +89,8 @@ def raw_batches(kafka, topic: str, partition: int = 0) -> list[dict]:
     payload = codec.encode_request_header(1, 4, 7, "raw-check") + codec.encode_request(1, 4, request)
     with socket.create_connection(split(kafka.bootstrap), timeout=10) as sock:
         sock.sendall(len(payload).to_bytes(4, "big") + payload)
-        size = int.from_bytes(_recv(sock, 4), "big")
-        data = _recv(sock, size)
+        size = int.from_bytes(recv_exactly(sock, 4), "big")
+        data = recv_exactly(sock, size)
     _, offset = codec.decode_response_header(data, 0, codec.response_header_version(1, 4))
     body = codec.decode_response(1, 4, data, offset)
     [part] = body["responses"][0]["partitions"]
@@ -107,16 +108,6 @@ def raw_batches(kafka, topic: str, partition: int = 0) -> list[dict]:
         })
         pos += 12 + length
     return batches
-
-
-def _recv(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("broker closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def tcp_connections() -> dict[str, tuple[str, int]]:
