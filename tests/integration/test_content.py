@@ -20,7 +20,8 @@ import uuid
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from confluent_kafka import Consumer as CfConsumer, KafkaError, Producer as CfProducer, TopicPartition as CfTP
+from confluent_kafka import Consumer as CfConsumer, KafkaError, KafkaException, Producer as CfProducer
+from confluent_kafka import TopicPartition as CfTP
 from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -63,13 +64,24 @@ def broker_records(kafka, topic: str, count: int, partition: int = 0, committed_
     return out
 
 
+# A partition just created can be in the metadata before its leader serves it.
+NOT_YET_LED = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
 def broker_count(kafka, topic: str, partition: int = 0) -> int:
     consumer = CfConsumer({"bootstrap.servers": kafka.bootstrap, "group.id": unique("count")})
+    deadline = time.monotonic() + TIMEOUT
     try:
-        low, high = consumer.get_watermark_offsets(CfTP(topic, partition), timeout=TIMEOUT)
+        while True:
+            try:
+                low, high = consumer.get_watermark_offsets(CfTP(topic, partition), timeout=TIMEOUT)
+                return high - low
+            except KafkaException as err:
+                if err.args[0].code() not in NOT_YET_LED or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
     finally:
         consumer.close()
-    return high - low
 
 
 # -- the records and what masking must make of them --------------------------------------------
