@@ -36,10 +36,13 @@ rules with the same messages; this module flattens them into C arrays.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New
+from cpython.pycapsule cimport PyCapsule_New
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from json_tokens cimport _escaped_key_is, _literal, _number, _string, _ws
+from value_mask cimport (CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED, MaskOutput,
+                        reserve)
 
 from brokerguard._native import jsonmask_py as _py
 
@@ -436,29 +439,56 @@ cdef class FieldMasker:
         self.max_depth = max_depth
         self.hash_function = hash_function
 
+    @property
+    def native_mask_value(self):
+        """The record core masks a batch's values in place through this (see value_mask.pxd)."""
+        return _MASK_VALUE
+
     def mask(self, value):
         if not PyBytes_Check(value):
             raise _py._not_bytes(value)
-        return self._mask(value)
+        cdef MaskOutput out
+        memset(&out, 0, sizeof(MaskOutput))
+        try:
+            return self._answer(value, &out)
+        finally:
+            free(out.data)
 
     def mask_all(self, list values):
         cdef list out = PyList_New(0), pending = []
         cdef Py_ssize_t index
         cdef object value, result
-        for index in range(PyList_GET_SIZE(values)):
-            value = <object>PyList_GET_ITEM(values, index)
-            if value is None:
-                out.append(None)
-                continue
-            result = self._mask(value) if PyBytes_Check(value) else None
-            if result is None or result is FALLBACK:
-                pending.append(index)
-                out.append(value)
-            else:
-                out.append(result)
+        cdef MaskOutput masked  # one buffer for the whole batch
+        memset(&masked, 0, sizeof(MaskOutput))
+        try:
+            for index in range(PyList_GET_SIZE(values)):
+                value = <object>PyList_GET_ITEM(values, index)
+                if value is None:
+                    out.append(None)
+                    continue
+                masked.size = 0
+                result = self._answer(value, &masked) if PyBytes_Check(value) else None
+                if result is None or result is FALLBACK:
+                    pending.append(index)
+                    out.append(value)
+                else:
+                    out.append(result)
+        finally:
+            free(masked.data)
         return out, pending
 
-    cdef object _mask(self, object value):
+    cdef object _answer(self, object value, MaskOutput* out):
+        """mask's answer for value; out is scratch space."""
+        cdef int status = self._mask_into(<const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                                          out)
+        if status == VALUE_MASKED:
+            return PyBytes_FromStringAndSize(<const char*>out.data, out.size)
+        if status == VALUE_KEPT:
+            return value
+        return None if status == VALUE_INVALID else FALLBACK
+
+    cdef int _mask_into(self, const unsigned char* p, Py_ssize_t size, MaskOutput* out) except -1:
+        """A VALUE_* answer for p[:size]; the masked bytes are appended to out (VALUE_MASKED)."""
         cdef Walk w
         cdef Edit local_edits[LOCAL_EDITS]
         cdef unsigned char local_kinds[LOCAL_KINDS]
@@ -483,19 +513,20 @@ cdef class FieldMasker:
                 raise MemoryError()
             frames_owned = True
         try:
-            status = _walk(&w, <const unsigned char*>PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            status = _walk(&w, p, size)
             if w.kinds_owned:
                 free(w.kinds)
                 w.kinds_owned = False
             if status == NO_MEMORY:
                 raise MemoryError()
             if status == INVALID:
-                return None
+                return VALUE_INVALID
             if w.fallback:
-                return FALLBACK
+                return VALUE_FALLBACK
             if w.edit_count == 0:
-                return value
-            return self._write(value, &w)
+                return VALUE_KEPT
+            self._write(p, size, &w, out)
+            return VALUE_MASKED
         finally:
             if w.kinds_owned:
                 free(w.kinds)
@@ -504,15 +535,14 @@ cdef class FieldMasker:
             if frames_owned:
                 free(w.frames)
 
-    cdef bytes _write(self, object value, Walk* w):
-        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(value)
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(value), i, done = 0, total, hash_at = 0
+    cdef int _write(self, const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) except -1:
+        """Appends p[:size] with w's edits made to output."""
+        cdef Py_ssize_t i, done = 0, total, hash_at = 0
         cdef Edit* edit
         cdef const Edge* e
         cdef list hashes = None
         cdef object out
         cdef int status
-        cdef bytes result
         cdef unsigned char* o
         total = size
         for i in range(w.edit_count):
@@ -543,8 +573,10 @@ cdef class FieldMasker:
                 else:
                     _keep(p, edit, e.n, e.strategy == S_KEEP_LAST)
             total += edit.size - (edit.end - edit.start)
-        result = PyBytes_FromStringAndSize(NULL, total)
-        o = <unsigned char*>PyBytes_AS_STRING(result)
+        o = reserve(output, total)
+        if o == NULL:
+            raise MemoryError()
+        output.size += total
         for i in range(w.edit_count):
             edit = &w.edits[i]
             memcpy(o, p + done, edit.start - done)
@@ -572,4 +604,11 @@ cdef class FieldMasker:
                 o[edit.size - 1] = 0x22
             o += edit.size
         memcpy(o, p + done, size - done)
-        return result
+        return 0
+
+
+cdef int _mask_value(object masker, const unsigned char* p, Py_ssize_t n, MaskOutput* out) except -1:
+    return (<FieldMasker>masker)._mask_into(p, n, out)
+
+
+_MASK_VALUE = PyCapsule_New(<void*>_mask_value, CAPSULE, NULL)

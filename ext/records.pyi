@@ -1,6 +1,6 @@
 # Types of brokerguard._native.records; records_py.py is its pure-Python twin with the same API.
 from collections.abc import Iterable, Sequence
-from typing import Final, TypeAlias
+from typing import Final, Protocol, TypeAlias
 
 from typing_extensions import Buffer
 
@@ -18,6 +18,10 @@ GZIP: Final = 1
 SNAPPY: Final = 2
 LZ4: Final = 3
 ZSTD: Final = 4
+
+class _ValueMasker(Protocol):
+    def mask(self, value: bytes) -> object:
+        """The masked value (the same object if unchanged) as bytes; anything else: not masked here."""
 
 class Batch:
     """One record batch as read_batches found it. Not built directly."""
@@ -71,6 +75,14 @@ class Batch:
         Same codec (snappy: same framing as read); new batch length and CRC.
 
         records must come from this batch's decode; values holds one entry per record.
+        """
+    def with_masked_values(self, records: Records, masker: _ValueMasker) -> bytes | None:
+        """This batch with every non-null value replaced by masker.mask(value), as with_values
+        makes it; the raw bytes themselves when no value changed. None when the masker leaves a
+        value to its caller (answers anything but bytes): mask value by value then.
+
+        A compiled masker (jsonmask.FieldMasker) is called on each value in place, with no
+        Python object per record; any other masker through its mask method.
         """
 
 class Records:

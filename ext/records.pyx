@@ -35,10 +35,13 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp, memcpy, memset
+
+from value_mask cimport CAPSULE, VALUE_KEPT, VALUE_MASKED, MaskOutput, MaskValue
 
 import struct
 import sys
@@ -348,6 +351,14 @@ cdef object _bytes_or_none(str column, Py_ssize_t index, object value):
         PyBuffer_Release(&view)
 
 
+# The masked values of one batch are written here, a buffer kept from batch to batch: a fresh
+# one of a few hundred KiB per batch costs its pages' faults every time.
+cdef MaskOutput _scratch
+cdef bint _scratch_busy = False
+cdef Py_ssize_t SCRATCH_KEPT = 8 << 20  # a larger one (a huge batch) is let go after use
+memset(&_scratch, 0, sizeof(MaskOutput))
+
+
 @cython.final
 cdef class Batch:
     """One record batch as read: its header fields and its own bytes (raw)."""
@@ -407,19 +418,11 @@ cdef class Batch:
         return _parse(self, data, PyByteArray_AS_STRING(data), 0, len(data))
 
     def with_values(self, records, values):
-        cdef Records recs
-        cdef Py_ssize_t count, index, total = 0, size
+        cdef Records recs = self._own(records)
+        cdef Py_ssize_t count = recs.count, index
         cdef Piece* pieces
-        cdef Span* span
         cdef object value
         cdef list keep = []  # bytes copied from other buffers, alive until written
-        cdef bytes out, body
-        cdef bint xerial
-        cdef int codec = self.attributes & 7
-        if not isinstance(records, Records) or (<Records>records).batch is not self:
-            raise errors.records_of_another_batch()
-        recs = <Records>records
-        count = recs.count
         if len(values) != count:
             raise errors.values_count_mismatch(len(values), count)
         if type(values) is not list and type(values) is not tuple:
@@ -439,27 +442,111 @@ cdef class Batch:
                         keep.append(value)
                     pieces[index].data = PyBytes_AS_STRING(value)
                     pieces[index].length = PyBytes_GET_SIZE(value)
-                span = recs.spans + index
-                size = (
-                    (span.value_at - span.start)
-                    + _varint_size(pieces[index].length)
-                    + (pieces[index].length if pieces[index].length > 0 else 0)
-                    + (span.end - span.headers_at)
-                )
-                if size > INT32_MAX:
-                    raise errors.record_too_large(index, size)
-                pieces[index].size = size
-                total += _varint_size(size) + size
-            if codec == CODEC_NONE:
-                out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + total)
-                memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(self.raw), HEADER_SIZE)
-                _write_with_values(<unsigned char*>PyBytes_AS_STRING(out) + HEADER_SIZE, recs, pieces)
-                _seal(out)
-                return out
-            body = PyBytes_FromStringAndSize(NULL, total)
-            _write_with_values(<unsigned char*>PyBytes_AS_STRING(body), recs, pieces)
+            return self._rebuilt(recs, pieces)
         finally:
             free(pieces)
+
+    def with_masked_values(self, records, masker):
+        cdef Records recs = self._own(records)
+        cdef object capsule = getattr(masker, "native_mask_value", None)
+        if capsule is None or not PyCapsule_IsValid(capsule, CAPSULE):
+            return self._masked_value_by_value(recs, masker)
+        cdef MaskValue mask_value = <MaskValue>PyCapsule_GetPointer(capsule, CAPSULE)
+        cdef Py_ssize_t count = recs.count, index, before
+        cdef Piece* pieces = <Piece*>malloc((count if count > 0 else 1) * sizeof(Piece))
+        cdef Span* span
+        cdef MaskOutput* out  # every masked value, back to back
+        cdef MaskOutput own
+        cdef bint changed = False
+        cdef int status
+        global _scratch_busy
+        if pieces == NULL:
+            raise MemoryError()
+        if _scratch_busy:  # a hash function masking another batch meanwhile (it may release the GIL)
+            memset(&own, 0, sizeof(MaskOutput))
+            out = &own
+        else:
+            _scratch_busy = True
+            _scratch.size = 0
+            out = &_scratch
+        try:
+            for index in range(count):
+                span = recs.spans + index
+                pieces[index].length = span.value_length
+                pieces[index].data = <const char*>recs.data + span.value
+                pieces[index].size = -1
+                if span.value_length < 0:
+                    pieces[index].data = NULL
+                    continue
+                before = out.size
+                status = mask_value(masker, recs.data + span.value, span.value_length, out)
+                if status == VALUE_MASKED:
+                    pieces[index].size = before  # where in out, until out stops growing
+                    pieces[index].length = out.size - before
+                    changed = True
+                elif status != VALUE_KEPT:
+                    return None
+            if not changed:
+                return self.raw
+            for index in range(count):
+                if pieces[index].size >= 0:
+                    pieces[index].data = <const char*>out.data + pieces[index].size
+            return self._rebuilt(recs, pieces)
+        finally:
+            free(pieces)
+            if out is &own:
+                free(own.data)
+            else:
+                if _scratch.capacity > SCRATCH_KEPT:
+                    free(_scratch.data)
+                    memset(&_scratch, 0, sizeof(MaskOutput))
+                _scratch_busy = False
+
+    cdef object _masked_value_by_value(self, Records recs, object masker):
+        cdef list values = recs.values(), masked = []
+        cdef bint changed = False
+        for value in values:
+            if value is not None:
+                result = masker.mask(value)
+                if not PyBytes_CheckExact(result):
+                    return None
+                changed = changed or result is not value
+                value = result
+            masked.append(value)
+        return self.with_values(recs, masked) if changed else self.raw
+
+    cdef Records _own(self, object records):
+        if not isinstance(records, Records) or (<Records>records).batch is not self:
+            raise errors.records_of_another_batch()
+        return <Records>records
+
+    cdef bytes _rebuilt(self, Records recs, Piece* pieces):
+        """This batch with each record's value taken from its piece (data and length)."""
+        cdef Py_ssize_t index, total = 0, size
+        cdef Span* span
+        cdef bytes out, body
+        cdef bint xerial
+        cdef int codec = self.attributes & 7
+        for index in range(recs.count):
+            span = recs.spans + index
+            size = (
+                (span.value_at - span.start)
+                + _varint_size(pieces[index].length)
+                + (pieces[index].length if pieces[index].length > 0 else 0)
+                + (span.end - span.headers_at)
+            )
+            if size > INT32_MAX:
+                raise errors.record_too_large(index, size)
+            pieces[index].size = size
+            total += _varint_size(size) + size
+        if codec == CODEC_NONE:
+            out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + total)
+            memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(self.raw), HEADER_SIZE)
+            _write_with_values(<unsigned char*>PyBytes_AS_STRING(out) + HEADER_SIZE, recs, pieces)
+            _seal(out)
+            return out
+        body = PyBytes_FromStringAndSize(NULL, total)
+        _write_with_values(<unsigned char*>PyBytes_AS_STRING(body), recs, pieces)
         xerial = (
             codec == CODEC_SNAPPY
             and PyBytes_GET_SIZE(self.raw) >= HEADER_SIZE + 8

@@ -221,6 +221,16 @@ class Batch:
         xerial = codec == SNAPPY and self._raw[_HEADER_SIZE : _HEADER_SIZE + 8] == _XERIAL_MAGIC
         return _seal(self._raw[:_HEADER_SIZE], out, codec, xerial)
 
+    def with_masked_values(self, records: "Records", masker) -> bytes | None:
+        if not isinstance(records, Records) or records._batch is not self:
+            raise errors.records_of_another_batch()
+        values = records.values()
+        masked = [value if value is None else masker.mask(value) for value in values]
+        if any(value is not None and type(result) is not bytes for value, result in zip(values, masked)):
+            return None
+        if all(result is value for value, result in zip(values, masked)):
+            return self._raw
+        return self.with_values(records, masked)
 
 class Records:
     """The records of one batch, column by column; nothing per record is built until asked."""

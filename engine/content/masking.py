@@ -479,6 +479,13 @@ class MaskProfile:
             any(mask.strategy == "hash" for _, mask in self._uses)
 
     @property
+    def batch_masker(self) -> FieldMasker | None:
+        """The native walker, when it alone masks this profile's values: then a batch's values
+        can be masked in place (Batch.with_masked_values); None when detectors or root rules
+        need the general path."""
+        return self._walker if self._scanner is None else None
+
+    @property
     def fields(self) -> tuple[tuple[str, Mask], ...]:
         """(path, mask) of every field rule, as written."""
         return tuple((rule.path, rule.mask) for rule in self._rules)

@@ -120,10 +120,14 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
                     dead_letter[at] = (validation.dead_letter, validation.name)
         rejected = {at: message for at, message in errors.items() if at not in dead_letter}
         new_values = values
+        whole = None  # the masked batch, made in one pass where no record needs the general path
         if wanted.mask is not None:
-            new_values, failures = wanted.mask.mask_values(values)
-            for at, reason in failures:
-                rejected.setdefault(at, f"cannot be masked, so it is not written: {reason}")
+            if wanted.mask.batch_masker is not None and not errors:
+                whole = batch.with_masked_values(records, wanted.mask.batch_masker)
+            if whole is None:
+                new_values, failures = wanted.mask.mask_values(values)
+                for at, reason in failures:
+                    rejected.setdefault(at, f"cannot be masked, so it is not written: {reason}")
         if dead_letter and batch.producer_id >= 0 and not rejected:
             # Taking records out of an idempotent batch would break its sequence numbers.
             rejected = {at: f"{errors[at]} (dead-lettering needs a producer without idempotence)"
@@ -145,6 +149,9 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
                                           [headers[at] for at in keep], [timestamps[at] for at in keep],
                                           compression=batch.compression))
             changed = True
+        elif whole is not None:
+            parts.append(whole)
+            changed = changed or whole is not batch.raw
         elif new_values is not values and any(a is not b for a, b in zip(new_values, values)):
             parts.append(batch.with_values(records, new_values))
             changed = True
@@ -303,6 +310,11 @@ def _mask_records(records: bytes, profile: Any, max_uncompressed: int, topic: st
             parts.append(batch.raw)
             continue
         decoded = batch.decode(max_uncompressed)
+        if profile.batch_masker is not None:
+            whole = batch.with_masked_values(decoded, profile.batch_masker)
+            if whole is not None:
+                parts.append(whole)
+                continue
         values = decoded.values()
         masked, failures = profile.mask_values(values)
         if failures:

@@ -29,7 +29,7 @@ from kafka import codec as kafka_codec
 from kafka.record.default_records import DefaultRecordBatch as KafkaBatch
 from kafka.record.default_records import DefaultRecordBatchBuilder as KafkaBuilder
 
-from brokerguard._native import errors, records, records_py
+from brokerguard._native import errors, jsonmask, jsonmask_py, records, records_py
 from brokerguard._native.errors import RecordError
 
 TWINS = [pytest.param(records, id="cython"), pytest.param(records_py, id="python")]
@@ -304,6 +304,81 @@ def test_with_new_values_keeps_everything_else(twin, codec):
         r.keys(), r.headers(), r.offset_deltas(), r.timestamp_deltas())
     for reader in (AioBatch, KafkaBatch):
         assert reference(out, reader) == [row[:3] + (value,) + row[4:] for row, value in zip(ours(b, r), new)]
+
+
+# Masking a batch's values in one pass: the compiled FieldMasker is called on each value in
+# place; any other masker (the pure-Python twin) through its mask method. Either way the result
+# is what with_values makes of the masked values.
+
+MASK_RULES = [(("card", "number"), jsonmask.KEEP_LAST, 4, None), (("email",), jsonmask.REDACT, 0, b'"[R]"'),
+              (("drop",), jsonmask.DROP, 0, None), (("h",), jsonmask.HASH, 0, None)]
+MASKERS = [pytest.param(jsonmask, id="native-masker"), pytest.param(jsonmask_py, id="python-masker")]
+
+
+def masker_of(module, hash_function=lambda text: b'"h:' + str(len(text)).encode() + b'"'):
+    return module.FieldMasker(MASK_RULES, hash_function)
+
+
+@pytest.mark.parametrize("masking", MASKERS)
+@pytest.mark.parametrize("codec", CODECS, ids=CODEC_IDS)
+def test_with_masked_values_is_with_values_of_the_masked_values(twin, masking, codec):
+    values = [b'{"card":{"number":"4111111111111111"},"email":"a@b.c","drop":1,"h":"x"}', None, b'{"other":1}',
+              b'{"email":"\\u00e9@x", "k": [1, {"email": "kept"}]}', b'{"h":"pseudonym"}'] * 7
+    keys, _, headers, stamps = sample_columns()
+    count = len(values)
+    raw = twin.encode_batch(keys[:count], values, headers[:count], stamps[:count], compression=codec,
+                            producer_id=9, producer_epoch=2, base_sequence=40, base_offset=77)
+    b = only_batch(twin, raw)
+    r = b.decode(LIMIT)
+    masker = masker_of(masking)
+    out = b.with_masked_values(r, masker)
+    assert out == b.with_values(r, [None if v is None else masker.mask(v) for v in values])
+    r2 = only_batch(twin, out).decode(LIMIT)
+    assert r2.values()[0] == b'{"card":{"number":"************1111"},"email":"[R]","h":"h:3"}'
+    assert (r2.keys(), r2.headers(), r2.timestamp_deltas()) == (r.keys(), r.headers(), r.timestamp_deltas())
+
+
+@pytest.mark.parametrize("masking", MASKERS)
+def test_with_masked_values_unchanged_is_the_raw_batch_and_left_values_say_none(twin, masking):
+    masker = masker_of(masking)
+    raw = twin.encode_batch([None, None], [b'{"a":1}', None], [[], []], [1, 2], compression=3)
+    b = only_batch(twin, raw)
+    assert b.with_masked_values(b.decode(LIMIT), masker) is b.raw
+    for left in (b'{"card":{"number":12}}', b'{"email":', b"\xff"):  # FALLBACK, invalid, not UTF-8
+        raw = twin.encode_batch([None, None], [b'{"email":"x"}', left], [[], []], [1, 2])
+        b = only_batch(twin, raw)
+        assert b.with_masked_values(b.decode(LIMIT), masker) is None
+
+
+@pytest.mark.parametrize("masking", MASKERS)
+def test_with_masked_values_passes_on_what_masking_raises(twin, masking):
+    def broken(text):
+        raise KeyError("no hash key")
+
+    raw = twin.encode_batch([None], [b'{"h":"x"}'], [[]], [1])
+    b = only_batch(twin, raw)
+    with pytest.raises(KeyError, match="no hash key"):
+        b.with_masked_values(b.decode(LIMIT), masker_of(masking, broken))
+    with pytest.raises(ValueError, match="these records were decoded from another batch"):
+        only_batch(twin, raw).with_masked_values(b.decode(LIMIT), masker_of(masking))
+
+
+def test_with_masked_values_inside_another_masking(twin):
+    """A hash function that masks a batch itself (as a second thread could, while the first waits
+    on the GIL) gets a buffer of its own: both batches come out whole."""
+    inner_raw = twin.encode_batch([None] * 3, [b'{"email":"in%d"}' % i for i in range(3)], [[]] * 3, [1, 2, 3])
+    inner = only_batch(twin, inner_raw)
+    inner_results = []
+
+    def hashing(text):
+        inner_results.append(inner.with_masked_values(inner.decode(LIMIT), masker_of(jsonmask)))
+        return b'"h"'
+
+    outer = only_batch(twin, twin.encode_batch([None] * 2, [b'{"email":"a","h":"x"}', b'{"h":"y"}'], [[]] * 2,
+                                               [1, 2]))
+    out = outer.with_masked_values(outer.decode(LIMIT), masker_of(jsonmask, hashing))
+    assert only_batch(twin, out).decode(LIMIT).values() == [b'{"email":"[R]","h":"h"}', b'{"h":"h"}']
+    assert [only_batch(twin, raw).decode(LIMIT).values() for raw in inner_results] == [[b'{"email":"[R]"}'] * 3] * 2
 
 
 def test_with_values_accepts_buffers_and_tuples(twin):
@@ -826,6 +901,9 @@ def valid_batches(draw):
     )
 
 
+FUZZ_MASKER = jsonmask.FieldMasker([(("a",), jsonmask.REDACT, 0, b"0"), (("b", "c"), jsonmask.KEEP_FIRST, 1, None)])
+
+
 def pipeline(twin, data, limit):
     """Everything a twin makes of data: headers, columns, and the batches it writes back."""
     batches, end = twin.read_batches(data, limit)
@@ -839,11 +917,12 @@ def pipeline(twin, data, limit):
         values = r.values()
         same = b.with_values(r, values)
         changed = b.with_values(r, [None if v is None else v[:3] + b"\xff" * 5 for v in values])
+        masked = b.with_masked_values(r, FUZZ_MASKER)
         reread = twin.read_batches(same, LIMIT)[0][0].decode(LIMIT)
         # The value's length is written anew, as the shortest varint, so a record that spelled
         # it with a longer (valid, non-minimal) varint may shrink: every other column is kept.
         assert columns_of(reread)[:-1] == columns_of(r)[:-1]
-        out.append((header_of(b), columns_of(r), same, changed))
+        out.append((header_of(b), columns_of(r), same, changed, masked))
     return out
 
 
@@ -854,7 +933,7 @@ def test_random_valid_batches(made):
     raw = batch(compress(codec, section), len(rows), **fields)
     result = both(lambda t: pipeline(t, raw, LIMIT))
     assert result[0] == "ok"
-    end, (header, columns, same, changed) = result[1]
+    end, (header, columns, same, changed, _) = result[1]
     assert end == len(raw) and header[-1] == raw
     assert columns[1:4] == (
         [row[0] for row in rows],
