@@ -41,7 +41,7 @@ from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.operations import Decision, Obligations, Resource
 from brokerguard.session import Session
 
-from . import answers, apis, audit, authorize, content, produce
+from . import answers, apis, audit, authorize, content, fetchrecords, produce
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -67,10 +67,11 @@ def _peer(transport: asyncio.BaseTransport) -> str:
 class InFlight:
     """A request waiting for its response. `local` holds an answer the gateway made itself;
     `merge` edits the broker's decoded response before it goes back (denied parts, hidden ones,
-    masked records); `throttle_s` holds the response that long (a rate limit's debt); `audit` is
-    the request's audit event, finished when the response leaves."""
+    masked records), or `recast` its frame without decoding it (masked records only); `throttle_s`
+    holds the response that long (a rate limit's debt); `audit` is the request's audit event,
+    finished when the response leaves."""
 
-    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge", "throttle_s", "audit")
+    __slots__ = ("correlation_id", "api_key", "api_version", "local", "merge", "recast", "throttle_s", "audit")
 
     def __init__(self, correlation_id: int, api_key: int, api_version: int, local: bytes | None = None,
                  merge: Callable[[dict], None] | None = None, throttle_s: float = 0.0,
@@ -80,6 +81,7 @@ class InFlight:
         self.api_version = api_version
         self.local = local
         self.merge = merge
+        self.recast: Callable[[memoryview], bytes] | None = None  # rewrites the response frame undecoded
         self.throttle_s = throttle_s
         self.audit = audit
 
@@ -489,12 +491,39 @@ class ClientConnection(asyncio.BufferedProtocol):
         request = InFlight(correlation_id, api_key, api_version, merge=plan.merge, audit=self._auditing)
         if obligations and api_key in RECORDS_OUT:
             by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
-            request.merge = chain([self._fetch_merge(by_topic, request), plan.merge])
+            if (plan.merge is None and api_key == apis.FETCH and fetchrecords.FIRST <= api_version <= fetchrecords.LAST
+                    and (api_key, api_version) not in self._adapter.decoded_responses
+                    and not any(o.limits for o in by_topic.values())):
+                request.recast = self._fetch_recast(by_topic, api_version)
+            else:
+                request.merge = chain([self._fetch_merge(by_topic, request), plan.merge])
         if expects_response:
             self._in_flight.append(request)
         if not plan.changed:
             return None
         return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
+
+    def _fetch_recast(self, obligations: dict[str, Obligations], version: int) -> Callable[[memoryview], bytes] | None:
+        """Masks the fetched records of topics with a mask obligation in the response frame
+        itself: what _fetch_merge does when nothing else needs the response decoded."""
+        masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
+        if not masks:
+            return None
+        names = self._adapter.topic_names
+        max_uncompressed = self._pipeline.config.content.max_uncompressed_bytes
+        unmaskable = self._unmaskable
+
+        def topic_name(topic: str | bytes) -> str | None:
+            return topic if type(topic) is str else names.name(topic)
+
+        def recast(frame: memoryview) -> bytes:
+            return content.mask_fetch_frame(frame, version, masks, topic_name, max_uncompressed, unmaskable)
+
+        return recast
+
+    def _unmaskable(self, topic: str, where: object, reason: str) -> None:
+        log.warning("%s: a record of %s (%s) could not be masked and was withheld: %s",
+                    self.session, topic, where, reason)
 
     def _fetch_merge(self, obligations: dict[str, Obligations], request: InFlight) -> Callable[[dict], None]:
         """Masks the fetched records of topics with a mask obligation and charges what the
@@ -510,13 +539,9 @@ class ClientConnection(asyncio.BufferedProtocol):
             name = entry.get("topic")
             return name if name is not None else names.name(entry["topic_id"])
 
-        def unmaskable(topic: str, where: object, reason: str) -> None:
-            log.warning("%s: a record of %s (%s) could not be masked and was withheld: %s",
-                        session, topic, where, reason)
-
         def merge(response: dict) -> None:
             if masks:
-                content.mask_fetch(response, masks, topic_name, max_uncompressed, unmaskable)
+                content.mask_fetch(response, masks, topic_name, max_uncompressed, self._unmaskable)
             if limited:
                 subject = session.identity.subject  # type: ignore[union-attr]
                 for topic, (records, size) in content.fetch_usage(response, topic_name).items():
@@ -693,7 +718,12 @@ class ClientConnection(asyncio.BufferedProtocol):
             if request.correlation_id != correlation_id:
                 raise ProtocolError(
                     source.peer, f"response {correlation_id} out of order: expected {request.correlation_id}")
-            if request.merge is not None or (request.api_key, request.api_version) in decoded:
+            if request.recast is not None:
+                rewritten = self._recast(request, source.frame(frame_start, frame_end))
+                out.append(source.take(segment, frame_start))
+                out.append(rewritten)
+                segment = frame_end
+            elif request.merge is not None or (request.api_key, request.api_version) in decoded:
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
                                                       source.frame(frame_start, frame_end), request.merge,
                                                       self._audit_response(request))
@@ -720,6 +750,18 @@ class ClientConnection(asyncio.BufferedProtocol):
         self._write_out(out)
         if not in_flight and not self._backlog:
             self._idle.set()
+
+    def _recast(self, request: InFlight, frame: memoryview) -> bytes:
+        """A response frame rewritten undecoded by request.recast, its audit event finished."""
+        try:
+            rewritten = request.recast(frame)  # type: ignore[misc]
+        except ValueError as err:
+            raise ProtocolError("upstream", f"bad Fetch response: {err}") from err
+        if request.audit is not None:
+            errors = audit.response_errors(request.api_key, request.api_version, memoryview(rewritten))
+            self._audit.emit(audit.finish(request.audit, errors=errors,  # type: ignore[union-attr]
+                                          outcome=None if errors is not None else "unreadable_response"))
+        return rewritten
 
     # -- the audit trail -----------------------------------------------------------------------
 

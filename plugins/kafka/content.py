@@ -25,6 +25,8 @@ from brokerguard._native import RecordError, encode_batch, read_batches
 from brokerguard.content import UNMASKABLE
 from brokerguard.operations import Obligations
 
+from . import fetchrecords
+
 UNKNOWN_SERVER_ERROR = -1
 CORRUPT_MESSAGE = 2
 INVALID_RECORD = 87
@@ -283,8 +285,9 @@ def mask_fetch(response: dict, masks: Mapping[str, Any], topic_name, max_uncompr
     """Mask, in place, the records of every topic in `masks` (topic -> MaskProfile).
 
     A partial batch at the end of a partition's records (the broker cuts at the fetch size) is
-    left out: the consumer fetches it again from its offset. A batch that cannot be read gets
-    CORRUPT_MESSAGE instead of its records: fail closed, never the raw bytes."""
+    left out: the consumer fetches it again from its offset, and its records were not masked. A
+    batch that cannot be read gets CORRUPT_MESSAGE instead of its records: fail closed, never the
+    raw bytes."""
     for entry in response.get("responses") or ():
         name = topic_name(entry)
         profile = masks.get(name) if name is not None else None
@@ -295,38 +298,68 @@ def mask_fetch(response: dict, masks: Mapping[str, Any], topic_name, max_uncompr
             if not records:
                 continue
             try:
-                partition["records"] = _mask_records(records, profile, max_uncompressed, name, on_unmaskable)
+                masked = _mask_records(records, profile, max_uncompressed, name, on_unmaskable)
             except RecordError as err:
                 partition["records"] = None
                 partition["error_code"] = CORRUPT_MESSAGE
                 on_unmaskable(name, partition.get("partition_index"), f"record batch unreadable: {err}")
+                continue
+            if masked is not None:
+                partition["records"] = masked
 
 
-def _mask_records(records: bytes, profile: Any, max_uncompressed: int, topic: str, on_unmaskable) -> bytes:
-    batches, _ = read_batches(records, max_uncompressed)
+def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], topic_name,
+                     max_uncompressed: int, on_unmaskable) -> bytes:
+    """mask_fetch on a Fetch response frame (size prefix included) without decoding it: the
+    new frame. `topic_name` gets a partition's topic as the frame has it, a name or an id.
+    Raises Truncated (a ValueError) for a frame that is not a whole Fetch response."""
+    _, partitions = fetchrecords.partitions(frame, version)
+    records: dict[int, bytes | None] = {}
+    errors: dict[int, int] = {}
+    for at, partition in enumerate(partitions):
+        name = topic_name(partition.topic)
+        profile = masks.get(name) if name is not None else None
+        if profile is None or partition.end == partition.start:
+            continue
+        try:
+            masked = _mask_records(frame[partition.start : partition.end], profile, max_uncompressed, name,
+                                   on_unmaskable)
+        except RecordError as err:
+            records[at], errors[at] = None, CORRUPT_MESSAGE
+            on_unmaskable(name, partition.index, f"record batch unreadable: {err}")
+            continue
+        if masked is not None:
+            records[at] = masked
+    if not records:
+        return bytes(frame)
+    return fetchrecords.rebuilt(frame, version, records, errors, partitions)
+
+
+def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_unmaskable) -> bytes | None:
+    """The masked records, or None when they are unchanged (no value masked, no partial batch)."""
+    batches, consumed = read_batches(records, max_uncompressed)
+    changed = consumed != len(records)
     parts = []
     for batch in batches:
         if batch.is_control:
             parts.append(batch.raw)
             continue
         decoded = batch.decode(max_uncompressed)
+        whole = None
         if profile.batch_masker is not None:
             whole = batch.with_masked_values(decoded, profile.batch_masker)
-            if whole is not None:
-                parts.append(whole)
-                continue
-        values = decoded.values()
-        masked, failures = profile.mask_values(values)
-        if failures:
-            masked = list(masked)
-            for at, reason in failures:
-                masked[at] = UNMASKABLE
-                on_unmaskable(topic, batch.base_offset + at, reason)
-        if any(a is not b for a, b in zip(masked, values)):
-            parts.append(batch.with_values(decoded, masked))
-        else:
-            parts.append(batch.raw)
-    return b"".join(parts)
+        if whole is None:
+            values = decoded.values()
+            masked, failures = profile.mask_values(values)
+            if failures:
+                masked = list(masked)
+                for at, reason in failures:
+                    masked[at] = UNMASKABLE
+                    on_unmaskable(topic, batch.base_offset + at, reason)
+            whole = batch.with_values(decoded, masked) if any(a is not b for a, b in zip(masked, values)) else batch.raw
+        changed = changed or whole is not batch.raw
+        parts.append(whole)
+    return b"".join(parts) if changed else None
 
 
 def fetch_usage(response: dict, topic_name) -> dict[str, tuple[int, int]]:

@@ -1,5 +1,5 @@
 """Kafka's primitive types read in place from a buffer, for the hand readers of the hot path
-(produce.py, errorscan.py). Every read checks it stays before `end` and raises Truncated if not."""
+(produce.py, errorscan.py, fetchrecords.py). Every read checks it stays before `end` and raises Truncated if not."""
 
 from __future__ import annotations
 
@@ -50,13 +50,24 @@ def length(buf, pos: int, end: int, compact: bool, wide: bool) -> tuple[int, int
     return fmt.unpack_from(buf, pos)[0], pos + fmt.size
 
 
+def array_length(buf, pos: int, end: int, compact: bool, nullable: bool = False) -> tuple[int, int]:
+    """An array's length; null (-1) only where the field is nullable, counted as empty."""
+    n, pos = length(buf, pos, end, compact, True)
+    if n < (-1 if nullable else 0):
+        raise Truncated(f"bad array length {n}")
+    return n, pos
+
+
 def string(buf, pos: int, end: int, compact: bool) -> tuple[str | None, int]:
     n, pos = length(buf, pos, end, compact, False)
     if n < 0:
         return None, pos
     if pos + n > end:
         raise Truncated(f"string runs past the frame at offset {pos}")
-    return bytes(buf[pos : pos + n]).decode("utf-8"), pos + n
+    try:
+        return bytes(buf[pos : pos + n]).decode("utf-8"), pos + n
+    except UnicodeDecodeError:
+        raise Truncated(f"string at offset {pos} is not UTF-8") from None
 
 
 def skip(buf, pos: int, end: int, compact: bool, wide: bool) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from brokerguard.plugins.kafka import apis, audit, errorscan
+from brokerguard.plugins.kafka import apis, audit, errorscan, fetchrecords
 from brokerguard.plugins.kafka.protocol import codec
 from brokerguard.plugins.kafka.rewrite import response_frame
 
@@ -37,7 +37,7 @@ fetch_bodies = st.fixed_dictionaries({
                                                  "partitions": fetch_partitions}), max_size=3)})
 responses = st.one_of(
     st.tuples(st.just(apis.PRODUCE), st.integers(3, errorscan.LAST_PRODUCE), produce_bodies),
-    st.tuples(st.just(apis.FETCH), st.integers(4, errorscan.LAST_FETCH), fetch_bodies))
+    st.tuples(st.just(apis.FETCH), st.integers(fetchrecords.FIRST, fetchrecords.LAST), fetch_bodies))
 
 
 def codec_errors(api_key: int, version: int, frame: bytes) -> dict | None:

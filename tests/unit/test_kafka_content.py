@@ -109,3 +109,47 @@ def test_fetched_records_are_masked_and_partial_batches_left_out():
     assert values[1] == b'{ "id": 1 }'  # nothing to mask: byte-identical
     assert values[2] == content.UNMASKABLE  # fields cannot be found in it: never delivered raw
     assert content.fetch_usage(response, lambda entry: entry["topic"])["orders"][0] == 3
+
+
+@pytest.mark.parametrize("version", [4, 11, 12, 13, 15])
+def test_fetch_frames_are_masked_in_place_as_the_decoded_response_is(version):
+    """The undecoded path (mask_fetch_frame) makes byte for byte the frame the codec path makes:
+    masked records, a partial batch left out, a corrupt batch withheld, other topics untouched."""
+    from brokerguard.content import builtin_detectors, compile_profile
+    from brokerguard.plugins.kafka import apis
+    from brokerguard.plugins.kafka.protocol import codec
+    from brokerguard.plugins.kafka.rewrite import response_frame
+
+    profile = compile_profile("p", {"fields": [{"path": "$.card", "strategy": "keep_last", "n": 2}]},
+                              detectors=builtin_detectors(), hash_key=None)
+    whole = records(b'{"card": "123456"}', b'{ "id": 1 }', b"not JSON")
+    clean = records(b'{"id": 2}')
+    corrupt = bytearray(whole)
+    corrupt[-1] ^= 1
+
+    def partition(index, data):
+        return {"partition_index": index, "error_code": 0, "high_watermark": 9, "last_stable_offset": 9,
+                "log_start_offset": 0, "aborted_transactions": [], "preferred_read_replica": -1, "records": data}
+
+    ids = {"orders": b"\x01" * 16, "other": b"\x02" * 16}
+    body = {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": [
+        {"topic": "orders", "topic_id": ids["orders"], "partitions": [
+            partition(0, whole + whole[:20]), partition(1, clean), partition(2, bytes(corrupt)), partition(3, None)]},
+        {"topic": "other", "topic_id": ids["other"], "partitions": [partition(0, whole)]}]}
+    frame = response_frame(5, apis.FETCH, version, body)
+    by_id = {value: key for key, value in ids.items()}
+    withheld = []
+
+    def note(*args):
+        withheld.append(args[:2])
+
+    _, offset = codec.decode_response_header(frame, 4, codec.response_header_version(apis.FETCH, version))
+    response = codec.decode_response(apis.FETCH, version, frame, offset)
+    content.mask_fetch(response, {"orders": profile}, lambda entry: entry.get("topic") or by_id[entry["topic_id"]],
+                       LIMIT, note)
+    expected = response_frame(5, apis.FETCH, version, response)
+    by_frame = content.mask_fetch_frame(memoryview(frame), version, {"orders": profile},
+                                        lambda topic: by_id.get(topic, topic), LIMIT, note)
+    assert by_frame == expected
+    assert withheld[: len(withheld) // 2] == withheld[len(withheld) // 2 :]  # the same records withheld
+    assert ("orders", 2) in withheld  # the corrupt batch

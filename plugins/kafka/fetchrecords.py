@@ -1,0 +1,109 @@
+"""A Fetch response's record sets found in place, and the response rebuilt with some replaced.
+
+Masking a Fetch response changes only its record sets (and, for a batch that cannot be read, a
+partition's error code). Decoding the whole response into dicts and encoding it again would copy
+every record twice more to change nothing else; here the frame is walked once for where each
+partition's records lie, and the new frame is the old bytes with those spans swapped.
+
+Covers the versions the gateway offers (rewrite.VERSION_CAPS); layout as in Kafka's
+FetchResponse.json. Anything else is the codec's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from brokerguard._native import write_uvarint
+
+from .wire import I16, I32, Truncated, array_length, length, skip, skip_tags, string
+
+FIRST = 4
+LAST = 15
+FLEXIBLE_FROM = 12
+TOPIC_IDS_FROM = 13
+
+
+@dataclass(slots=True)
+class Partition:
+    topic: str | bytes  # the name, or from v13 the topic id
+    index: int
+    error_code: int
+    error_at: int  # where its error code lies in the frame
+    records_at: int  # where its records' length lies
+    start: int  # its records: frame[start:end], none when null or empty
+    end: int
+
+
+def partitions(frame, version: int) -> tuple[int, list[Partition]]:
+    """The response's own error code (0 before v7) and every partition, in order; Truncated if
+    the frame (size prefix included) does not hold a whole Fetch response of that version."""
+    end = len(frame)
+    flexible = version >= FLEXIBLE_FROM
+    pos = 8  # size and correlation id
+    if flexible:
+        pos = skip_tags(frame, pos, end)
+    pos += 4  # throttle_time_ms
+    error = 0
+    if version >= 7:  # error_code, session_id
+        if pos + 6 > end:
+            raise Truncated("header cut off")
+        error = I16.unpack_from(frame, pos)[0]
+        pos += 6
+    out = []
+    topics, pos = array_length(frame, pos, end, flexible)
+    for _ in range(topics):
+        if version >= TOPIC_IDS_FROM:
+            topic, pos = bytes(frame[pos : pos + 16]), pos + 16
+        else:
+            topic, pos = string(frame, pos, end, flexible)
+        count, pos = array_length(frame, pos, end, flexible)
+        for _ in range(count):
+            if pos + 6 > end:
+                raise Truncated("partition cut off")
+            index = I32.unpack_from(frame, pos)[0]
+            error_at = pos + 4
+            pos += 22 if version < 5 else 30  # index, error_code, watermarks, log_start_offset
+            aborted, pos = array_length(frame, pos, end, flexible, nullable=True)
+            if not flexible:  # producer_id, first_offset each
+                pos += 16 * max(aborted, 0)
+            for _ in range(aborted if flexible else 0):
+                pos = skip_tags(frame, pos + 16, end)
+            if version >= 11:
+                pos += 4  # preferred_read_replica
+            records_at = pos
+            size, start = length(frame, pos, end, flexible, True)
+            pos = skip(frame, pos, end, flexible, True)
+            out.append(Partition(topic, index, I16.unpack_from(frame, error_at)[0], error_at, records_at, start,
+                                 start + max(size, 0)))
+            if flexible:
+                pos = skip_tags(frame, pos, end)
+        if flexible:
+            pos = skip_tags(frame, pos, end)
+    if flexible:
+        pos = skip_tags(frame, pos, end)
+    if pos != end:
+        raise Truncated(f"{end - pos} bytes after the response" if pos < end else "response cut off")
+    return error, out
+
+
+def rebuilt(frame, version: int, records: dict[int, bytes | None], errors: dict[int, int],
+            parts: list[Partition]) -> bytes:
+    """The frame (size prefix included) with parts[i]'s records replaced by records[i] (None:
+    null) and its error code by errors[i]; every other byte as it was."""
+    flexible = version >= FLEXIBLE_FROM
+    edits = []  # (start, end, what goes there instead), in frame order
+    for i, data in records.items():
+        if flexible:
+            size = write_uvarint(0 if data is None else len(data) + 1)
+        else:
+            size = I32.pack(-1 if data is None else len(data))
+        edits.append((parts[i].records_at, parts[i].end, (size, data or b"")))
+    edits += [(parts[i].error_at, parts[i].error_at + 2, (I16.pack(code),)) for i, code in errors.items()]
+    edits.sort(key=lambda edit: edit[0])
+    chunks = []
+    pos = 4
+    for start, end, pieces in edits:
+        chunks += (frame[pos:start], *pieces)
+        pos = end
+    chunks.append(frame[pos:])
+    return b"".join([I32.pack(sum(map(len, chunks))), *chunks])
