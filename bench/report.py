@@ -88,7 +88,18 @@ def _median(summary: dict, tool: str, route: str, metric: str) -> float | None:
         return None
 
 
-def comparisons(summary: dict, routes: list[str]) -> dict:
+def paired_ratios(runs: list[dict], tool: str, route: str, metric: str) -> dict | None:
+    """The route's metric over direct's in each round, both measured minutes apart: on a machine
+    whose speed drifts between rounds, a steadier reading than the ratio of the medians."""
+    by_round: dict = {}
+    for row in runs:
+        if row["tool"] == tool and row["route"] in (route, DIRECT) and metric in row:
+            by_round.setdefault(row["round"], {})[row["route"]] = row[metric]
+    ratios = [pair[route] / pair[DIRECT] for pair in by_round.values() if len(pair) == 2 and pair[DIRECT]]
+    return _stats(ratios) if ratios else None
+
+
+def comparisons(summary: dict, routes: list[str], runs: list[dict] = ()) -> dict:
     """Per gateway route: throughput ratios, added latencies, CPU per GB, against direct."""
     out = {}
     for route in routes:
@@ -112,6 +123,8 @@ def comparisons(summary: dict, routes: list[str]) -> dict:
             # Records, not MB: a masked record is shorter than the original, so MB/s would count
             # the masking itself as slowness.
             out[route]["consume_json_ratio"] = m("consume-json", "records_per_s") / d("consume-json", "records_per_s")
+            out[route]["produce_json_paired"] = paired_ratios(runs, "produce-json", route, "mb_per_s")
+            out[route]["consume_json_paired"] = paired_ratios(runs, "consume-json", route, "records_per_s")
     return out
 
 
@@ -136,7 +149,7 @@ def collect(args, broker, routes, runs: list[dict], *, load_before, seconds: flo
         "routes": {r.name: r.label for r in routes},
         "targets": TARGETS,
         "summary": summary,
-        "comparisons": comparisons(summary, names),
+        "comparisons": comparisons(summary, names, runs),
         "runs": runs,
     }
 
@@ -253,7 +266,9 @@ def _target_lines(results: dict) -> list[str]:
             f"{'met' if c['produce_json_ratio'] >= t['validated_produce_ratio_min'] else 'NOT met'}); "
             f"JSON consume with three masked fields {c['consume_json_ratio']:.2f} of direct (target ≥ "
             f"{t['masked_consume_ratio_min']}: "
-            f"{'met' if c['consume_json_ratio'] >= t['masked_consume_ratio_min'] else 'NOT met'})")
+            f"{'met' if c['consume_json_ratio'] >= t['masked_consume_ratio_min'] else 'NOT met'}). "
+            f"Round by round (each gateway run over the direct run of the same round): produce "
+            f"{_paired(c.get('produce_json_paired'))}, consume {_paired(c.get('consume_json_paired'))}")
     if UNAUDITED in comps and PRIMARY in comps:
         ours, base = comps[PRIMARY], comps[UNAUDITED]
         produce, consume = ours["produce_ratio"] / base["produce_ratio"], ours["consume_ratio"] / base["consume_ratio"]
@@ -270,6 +285,12 @@ def _target_lines(results: dict) -> list[str]:
             f"{ours['consume_ratio'] / base['consume_ratio']:.2f} of the pass-through's; added p50 "
             f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe")
     return lines
+
+
+def _paired(stats: dict | None) -> str:
+    if not stats:
+        return "—"
+    return f"median {stats['median']:.2f} ({stats['min']:.2f}–{stats['max']:.2f})"
 
 
 def markdown(results: dict) -> str:
