@@ -608,6 +608,8 @@ cdef class FieldMasker:
 
 
 cdef int _mask_value(object masker, const unsigned char* p, Py_ssize_t n, MaskOutput* out) except -1:
+    if type(masker) is not FieldMasker:  # the capsule handed on with some other object
+        raise TypeError(f"native_mask_value needs its FieldMasker, not {type(masker).__name__}")
     return (<FieldMasker>masker)._mask_into(p, n, out)
 
 

@@ -232,6 +232,7 @@ class Batch:
             return self._raw
         return self.with_values(records, masked)
 
+
 class Records:
     """The records of one batch, column by column; nothing per record is built until asked."""
 

@@ -363,6 +363,18 @@ def test_with_masked_values_passes_on_what_masking_raises(twin, masking):
         only_batch(twin, raw).with_masked_values(b.decode(LIMIT), masker_of(masking))
 
 
+def test_the_native_mask_capsule_works_only_with_its_own_masker():
+    class Impostor:
+        native_mask_value = masker_of(jsonmask).native_mask_value
+
+        def mask(self, value):
+            return value
+
+    b = only_batch(records, records.encode_batch([None], [b'{"email":"x"}'], [[]], [1]))
+    with pytest.raises(TypeError, match="native_mask_value needs its FieldMasker, not Impostor"):
+        b.with_masked_values(b.decode(LIMIT), Impostor())
+
+
 def test_with_masked_values_inside_another_masking(twin):
     """A hash function that masks a batch itself (as a second thread could, while the first waits
     on the GIL) gets a buffer of its own: both batches come out whole."""
