@@ -40,6 +40,10 @@ class FieldMasker:
         Documents nested deeper than max_depth (objects and arrays) count as invalid.
 
         Raises TypeError or ValueError for a malformed rule (the same message in both twins)."""
+    @property
+    def native_mask_value(self) -> object | None:
+        """A capsule holding the C function by which Batch.with_masked_values masks a batch's
+        values in place (see value_mask.pxd); None in the pure-Python twin."""
     def mask_all(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[int]]:
         """mask for each item of values in one call: the results in order, and the indexes of
         the items it left for the general path (kept as they were in the list): those that are

@@ -389,6 +389,8 @@ class FieldMasker:
         self._hash = hash_function
         self._max_depth = max_depth
 
+    native_mask_value = None  # no C function here: the record core calls mask() value by value
+
     def mask_all(self, values):
         out = []
         pending = []
