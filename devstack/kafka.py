@@ -63,7 +63,8 @@ from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (python devstack/kafka.py ...): import as the package
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from devstack.processes import DevstackError, PortClash, ServerProcess, free_ports, recv_exactly, tail  # noqa: E402
+from devstack.processes import (DevstackError, PortClash, ServerProcess, free_ports, recv_exactly,  # noqa: E402
+                                stop_group, tail)
 
 ROOT = Path(__file__).resolve().parent.parent
 POM = ROOT / "devstack" / "pom.xml"
@@ -511,22 +512,8 @@ class KafkaBroker(ServerProcess):
 
 
 def _terminate_group(pid: int, wait, grace: float = STOP_TIMEOUT) -> None:
-    """SIGTERM the group led by pid, give it `grace` seconds, then SIGKILL; `wait(timeout)` reaps."""
-    for sig, timeout in ((signal.SIGTERM, grace), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        try:
-            wait(timeout=timeout)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # The JVM is the only member, but make sure nothing in its group outlives it.
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGTERM the group led by the JVM, give it `grace` seconds, then SIGKILL."""
+    stop_group(pid, wait, ((signal.SIGTERM, grace, True),))
 
 
 # --------------------------------------------------------------------------- CLI

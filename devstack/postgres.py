@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.processes import DevstackError, PortClash, ServerProcess, free_ports, recv_exactly, tail
+from devstack.processes import DevstackError, PortClash, ServerProcess, free_ports, recv_exactly, stop_group, tail
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_DIR = ROOT / ".devstack" / "postgres"
@@ -343,24 +343,7 @@ class PostgresServer(ServerProcess):
     def _shut_down(pid: int, wait, grace: float) -> None:
         """Signal the postmaster (it stops its own children), reap it with `wait(timeout)`, and
         make sure nothing of its process group outlives it."""
-        steps = ((signal.SIGINT, grace), (signal.SIGQUIT, 10)) if grace else ()
-        for sig, timeout in (*steps, (signal.SIGKILL, 10)):
-            try:
-                if sig == signal.SIGKILL:
-                    os.killpg(pid, sig)
-                else:
-                    os.kill(pid, sig)  # the postmaster only: it shuts its children down in order
-            except ProcessLookupError:
-                pass
-            try:
-                wait(timeout=timeout)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        stop_group(pid, wait, ((signal.SIGINT, grace, False), (signal.SIGQUIT, 10, False)) if grace else ())
 
     def state(self) -> dict:
         return {"version": self.version, "pid": self.pid, "host": self.host, "port": self.port,

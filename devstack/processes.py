@@ -5,6 +5,8 @@ exit unless handed over."""
 from __future__ import annotations
 
 import atexit
+import os
+import signal
 import socket
 import subprocess
 import threading
@@ -53,6 +55,26 @@ def recv_exactly(sock: socket.socket, count: int) -> bytes:
             raise ConnectionError(f"closed after {len(data)} of {count} bytes")
         data += chunk
     return bytes(data)
+
+
+def stop_group(pid: int, wait, steps: tuple[tuple[int, float, bool], ...]) -> None:
+    """Send each step's signal (to the process group led by pid, or to pid alone) until
+    `wait(timeout)` reaps pid within the step's seconds, then SIGKILL the group; at the end
+    nothing of the group outlives it."""
+    for sig, timeout, group in (*steps, (signal.SIGKILL, 10, True)):
+        try:
+            (os.killpg if group else os.kill)(pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            wait(timeout=timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 class _Running:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
-from devstack.processes import DevstackError, PortClash, ServerProcess, running
+from devstack.processes import DevstackError, PortClash, ServerProcess, running, stop_group
 
 
 class Sleeper(ServerProcess):
@@ -66,3 +68,19 @@ def test_a_detached_server_is_not_stopped_at_exit():
     server.detach()
     assert server not in running._servers and server.is_running()
     server.stop()
+
+
+def test_stop_group_escalates_until_the_process_is_reaped():
+    """A child that ignores the first signal is still gone once stop_group returns, and so is
+    the rest of its process group."""
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    time.sleep(0.5)  # its own child is started
+    stop_group(proc.pid, proc.wait, ((signal.SIGTERM, 0.5, True),))
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 10  # the orphaned grandchild is reaped by init, not by us
+    with pytest.raises(ProcessLookupError):
+        while time.monotonic() < deadline:
+            os.killpg(proc.pid, 0)
+            time.sleep(0.05)
