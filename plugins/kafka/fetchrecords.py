@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from brokerguard._native import write_uvarint
 
-from .wire import I16, I32, Truncated, array_length, length, skip, skip_tags, string
+from .wire import I16, I32, Truncated, array_length, length, skip_tags, string
 
 FIRST = 4
 LAST = 15
@@ -72,9 +72,10 @@ def partitions(frame, version: int) -> tuple[int, list[Partition]]:
                 pos += 4  # preferred_read_replica
             records_at = pos
             size, start = length(frame, pos, end, flexible, True)
-            pos = skip(frame, pos, end, flexible, True)
-            out.append(Partition(topic, index, I16.unpack_from(frame, error_at)[0], error_at, records_at, start,
-                                 start + max(size, 0)))
+            pos = start + max(size, 0)
+            if pos > end:
+                raise Truncated(f"records run past the frame at offset {start}")
+            out.append(Partition(topic, index, I16.unpack_from(frame, error_at)[0], error_at, records_at, start, pos))
             if flexible:
                 pos = skip_tags(frame, pos, end)
         if flexible:
