@@ -35,11 +35,16 @@ def canonical(event: dict[str, Any]) -> bytes:
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
-def _digest(key: bytes | None, prev: str, body: bytes) -> str:
-    data = prev.encode() + b"\n" + body
-    if key is None:
-        return hashlib.sha256(data).hexdigest()
-    return hmac.digest(key, data, "sha256").hex()  # one C call: no HMAC object per event
+def _keyed(key: bytes | None) -> Any:
+    """The hash object each event's hash starts from: HMAC-SHA256 with the key already taken in
+    (copying it is about half the cost of keying a new one), or plain SHA-256."""
+    return hashlib.sha256() if key is None else hmac.new(key, digestmod=hashlib.sha256)
+
+
+def _digest(keyed: Any, prev: str, body: bytes) -> str:
+    mac = keyed.copy()
+    mac.update(b"%s\n%s" % (prev.encode(), body))
+    return mac.hexdigest()
 
 
 class Chain:
@@ -47,7 +52,7 @@ class Chain:
 
     def __init__(self, stream: str, key: bytes | None) -> None:
         self.stream = stream
-        self._key = key
+        self._keyed = _keyed(key)
         self._index = 0
         self._prev = ""
 
@@ -58,7 +63,7 @@ class Chain:
         event["prev"] = self._prev
         event.pop("hash", None)
         body = orjson.dumps(event, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
-        event["hash"] = self._prev = _digest(self._key, event["prev"], body)
+        event["hash"] = self._prev = _digest(self._keyed, event["prev"], body)
         self._index += 1
         # The line is the canonical body with the hash added last (every event has a kind, so the
         # body is never `{}`).
@@ -115,6 +120,7 @@ def verify(events: Iterable[dict[str, Any]], key: bytes | None) -> Verification:
 
 def _check_stream(stream: str, chain: list[dict[str, Any]], key: bytes | None) -> Problem | None:
     prev = ""
+    keyed = _keyed(key)
     for expected, event in enumerate(chain):
         index = event["index"]
         if index != expected:
@@ -125,7 +131,7 @@ def _check_stream(stream: str, chain: list[dict[str, Any]], key: bytes | None) -
         if event.get("prev") != prev:
             return Problem(stream, index, "does not follow the event before it (reordered, or the one "
                                           "before was replaced)")
-        if event.get("hash") != _digest(key, prev, canonical(event)):
+        if event.get("hash") != _digest(keyed, prev, canonical(event)):
             return Problem(stream, index, "edited: its content does not match its hash")
         prev = event["hash"]
     return None

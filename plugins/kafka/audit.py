@@ -30,6 +30,7 @@ __all__ = ["errors_of", "finish", "note_refusals", "produce_payload", "record_de
 _NAME_KINDS = (("name", "topic"), ("topic", "topic"), ("topic_name", "topic"), ("group_id", "group"),
                ("transactional_id", "transactional_id"), ("resource_name", "resource"), ("topic_id", "topic_id"))
 _PARTITION_KEYS = ("partition_index", "index", "partition")
+_API_NAMES = {key: spec.name for key, spec in codec.API_KEYS.items()}
 
 
 def start(session: Session, seq: int, api_key: int, api_version: int, correlation_id: int) -> dict[str, Any]:
@@ -37,7 +38,7 @@ def start(session: Session, seq: int, api_key: int, api_version: int, correlatio
     event: dict[str, Any] = {
         "kind": "request", "time": time.time(), "session": session.id, "seq": seq,
         "identity": identity.subject if identity is not None else None,
-        "api": codec.API_KEYS[api_key].name if api_key in codec.API_KEYS else str(api_key),
+        "api": _API_NAMES.get(api_key) or str(api_key),
         "api_version": api_version, "correlation_id": correlation_id, "operations": [],
         "started_ns": time.perf_counter_ns(),
     }
@@ -67,14 +68,15 @@ def finish(event: dict[str, Any], *, outcome: str | None = None, errors: dict[st
            throttle_s: float = 0.0) -> dict[str, Any]:
     """Complete the event: decision summary, outcome, latency. Returns it, ready to emit."""
     operations = event["operations"]
-    verdicts = {op["decision"] for op in operations} - {"hidden"}
-    if not verdicts or verdicts == {"allow"}:
-        event["decision"] = "allow"
-    elif "allow" in verdicts:
-        event["decision"] = "partial"
-    else:
-        event["decision"] = "deny"
-    refused = next((op for op in operations if op["decision"] not in ("allow", "hidden")), None)
+    allowed = False
+    refused = None  # the first operation refused
+    for op in operations:
+        verdict = op["decision"]
+        if verdict == "allow":
+            allowed = True
+        elif verdict != "hidden" and refused is None:
+            refused = op
+    event["decision"] = "allow" if refused is None else "partial" if allowed else "deny"
     shown = refused or (operations[0] if operations else None)
     if shown is not None:
         event["rule"] = shown["rule"]

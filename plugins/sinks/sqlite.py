@@ -8,6 +8,7 @@ transaction; they are not part of the chain (verify the events; the listing is a
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -21,6 +22,13 @@ from brokerguard.errors import ConfigError
 from brokerguard.sqlitefile import wal_mode
 
 BUSY_TIMEOUT_S = 30.0
+ROWS_PER_INSERT = 150  # 6 parameters a row: within the 999 of the oldest SQLite builds
+
+
+@functools.cache  # at most ROWS_PER_INSERT statements
+def _insert_events(rows: int) -> str:
+    return "INSERT INTO events (stream, idx, time, kind, session, line) VALUES " + ", ".join(
+        ["(?, ?, ?, ?, ?, ?)"] * rows)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -122,9 +130,14 @@ class SqliteSink:
         """The batch's new events (a retried batch's are in already) in one statement; the
         session index from them, request events summed per session (they are most of it)."""
         new = self._new(db, batch)
-        db.executemany("INSERT INTO events (stream, idx, time, kind, session, line) VALUES (?, ?, ?, ?, ?, ?)",
-                       [(e["stream"], e["index"], e["time"], e["kind"], e.get("session"), sealed.line.decode())
-                        for sealed in new for e in (sealed.event,)])
+        # Many rows per statement: the sqlite3 module lets go of the GIL for every statement it
+        # steps, and with the event loop busy each of those costs the loop a handoff.
+        for at in range(0, len(new), ROWS_PER_INSERT):
+            chunk = new[at : at + ROWS_PER_INSERT]
+            db.execute(_insert_events(len(chunk)),
+                       [value for sealed in chunk for e in (sealed.event,)
+                        for value in (e["stream"], e["index"], e["time"], e["kind"], e.get("session"),
+                                      sealed.line.decode())])
         requests: dict[str, list] = {}  # session -> [first time, requests, denied, client_id, software, topics]
         for sealed in new:
             event = sealed.event

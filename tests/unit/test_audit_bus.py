@@ -109,6 +109,24 @@ def test_a_retried_batch_is_stored_once(tmp_path):
     assert sink.sessions(SessionFilter())[0]["requests"] == 1
 
 
+def test_a_write_of_many_statements_stores_every_event(tmp_path):
+    """A batch is inserted ROWS_PER_INSERT rows per statement; the last statement is shorter."""
+    from brokerguard.audit import Chain, Sealed
+    from brokerguard.plugins.sinks.sqlite import ROWS_PER_INSERT
+
+    sink = SqliteSink.open(tmp_path / "audit.db")
+    chain = Chain("s", KEY)
+    count = 2 * ROWS_PER_INSERT + 7
+    requests = [{**session_events("s1", "a", f"t{n % 3}", n % 5 == 0, 1.0)[2], "seq": n} for n in range(count)]
+    sink.write([Sealed(event, chain.seal(event)) for event in requests])
+    stored = list(sink.events())
+    assert [e["seq"] for e in stored] == list(range(count))
+    assert verify(stored, KEY).intact
+    [listed] = sink.sessions(SessionFilter())
+    assert listed["requests"] == count and listed["denied"] == len(range(0, count, 5))
+    assert listed["topics"] == ["t0", "t1", "t2"]
+
+
 def test_a_failing_sink_is_retried_and_holds_back_no_other(tmp_path):
     flaky = Flaky(failures=2)
     sqlite = SqliteSink(tmp_path / "audit.db")

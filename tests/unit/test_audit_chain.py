@@ -1,5 +1,7 @@
 """The hash chain: a sealed stream verifies; any edit, removal, insertion or reordering is named."""
 import copy
+import hashlib
+import hmac
 
 import orjson
 import pytest
@@ -40,6 +42,17 @@ def test_the_line_is_the_event_and_the_hash_covers_the_rest():
     line = chain.seal(event)
     assert orjson.loads(line) == event
     assert canonical(event) == canonical(orjson.loads(line))
+
+
+@pytest.mark.parametrize("key", [KEY, None])
+def test_the_hash_is_the_documented_one(key):
+    """HMAC-SHA256 under the key (SHA-256 without one) of prev, a newline and the canonical
+    JSON: what an auditor's own tool recomputes."""
+    events = stream(2, key=key)
+    for event in events:
+        data = event["prev"].encode() + b"\n" + canonical(event)
+        expected = hmac.new(key, data, "sha256").hexdigest() if key else hashlib.sha256(data).hexdigest()
+        assert event["hash"] == expected
 
 
 def test_streams_of_several_workers_verify_together_in_any_order():
