@@ -233,16 +233,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py", "bench/bench_records.py",
-                    "bench/bench_jsonmask.py", "bench/bench_content.py", "bench/bench_audit.py"]
-
-
 def micro_benchmarks() -> list[dict]:
     """The pytest-benchmark cases of the decision path, each with its median in µs."""
     import subprocess
 
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *MICRO_BENCHMARKS,
+        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *report.MICRO_BENCHMARKS,
                         f"--benchmark-json={out.name}"], cwd=ROOT, check=True, capture_output=True)
         data = json.loads(Path(out.name).read_text())
     return [{"group": b["group"], "name": b["name"], "median_us": b["stats"]["median"] * 1e6,
