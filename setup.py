@@ -20,6 +20,7 @@ extensions = [
     Extension("brokerguard._native.records", ["ext/records.pyx"]),
     Extension("brokerguard._native.jsonmask", ["ext/jsonmask.pyx"]),
     Extension("brokerguard._native.jsoncheck", ["ext/jsoncheck.pyx"]),
+    Extension("brokerguard._native.produce", ["ext/produce.pyx"]),
 ]
 
 setup(

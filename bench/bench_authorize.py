@@ -11,7 +11,8 @@ import pytest
 
 from brokerguard.identity import Identity
 from brokerguard.operations import AccessRequest, Client
-from brokerguard.plugins.kafka import authorize, produce
+from brokerguard._native import read_produce_request
+from brokerguard.plugins.kafka import authorize
 from brokerguard.plugins.kafka.protocol import codec
 from brokerguard.policy import DecisionCache, load_rules
 
@@ -55,7 +56,7 @@ def authorize_once(api_key: int, version: int, payload: bytes, decide, names) ->
 
 def authorize_produce_fast(payload: bytes, decide, names) -> authorize.Plan:
     framed = len(payload).to_bytes(4, "big") + payload
-    _, body = produce.read(framed, 0, len(framed))
+    _, body = read_produce_request(framed, 0, len(framed))
     return authorize.plan(0, 9, body, decide, names)
 
 

@@ -11,6 +11,7 @@ if os.environ.get("BROKERGUARD_NO_EXTENSIONS") == "1":
     from brokerguard._native import frames_py as _frames
     from brokerguard._native import jsoncheck_py as _jsoncheck
     from brokerguard._native import jsonmask_py as _jsonmask
+    from brokerguard._native import produce_py as _produce
     from brokerguard._native import records_py as _records
 
     IMPLEMENTATION = "python"
@@ -19,6 +20,7 @@ else:
         from brokerguard._native import frames as _frames
         from brokerguard._native import jsoncheck as _jsoncheck
         from brokerguard._native import jsonmask as _jsonmask
+        from brokerguard._native import produce as _produce
         from brokerguard._native import records as _records
     except ImportError as err:
         # A silent fallback would hide a slow gateway; say how to fix it instead.
@@ -45,6 +47,10 @@ Records = _records.Records
 read_batches = _records.read_batches
 encode_batch = _records.encode_batch
 
+PRODUCE_LAST_VERSION = _produce.LAST_VERSION
+read_produce_request = _produce.read_request
+produce_response_clean = _produce.response_clean
+
 SchemaCheck = _jsoncheck.SchemaCheck
 compile_check = _jsoncheck.compile_check
 
@@ -66,6 +72,7 @@ __all__ = [
     "IMPLEMENTATION",
     "LZ4",
     "NONE",
+    "PRODUCE_LAST_VERSION",
     "SNAPPY",
     "ZSTD",
     "Batch",
@@ -79,6 +86,8 @@ __all__ = [
     "compile_check",
     "encode_batch",
     "parse_request_header",
+    "produce_response_clean",
+    "read_produce_request",
     "read_batches",
     "read_uvarint",
     "write_uvarint",

@@ -34,14 +34,15 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Union
 
-from brokerguard._native import FrameError, RequestScanner, ResponseScanner
+from brokerguard._native import (PRODUCE_LAST_VERSION, FrameError, RequestScanner, ResponseScanner,
+                                 read_produce_request)
 from brokerguard.audit import events
 from brokerguard.errors import BrokerGuardError, ProtocolError
 from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.operations import Decision, Obligations, Resource
 from brokerguard.session import Session
 
-from . import answers, apis, audit, authorize, content, fetchrecords, produce
+from . import answers, apis, audit, authorize, content, fetchrecords
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -327,7 +328,7 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _handle_request(self, data: bytearray | bytes, frame: tuple) -> Outcome:
         """A request of an authenticated client: decided, then forwarded or answered."""
         start, end, api_key, api_version, correlation_id, expects_response = frame
-        if api_key == apis.PRODUCE and 3 <= api_version <= produce.LAST_VERSION:
+        if api_key == apis.PRODUCE and 3 <= api_version <= PRODUCE_LAST_VERSION:
             outcome = self._produce(data, frame)
             if outcome is not _DECODE:
                 return outcome
@@ -370,7 +371,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         start, end, _, version, correlation_id, expects_response = frame
         spans: list[tuple[str, int, int, int]] = []
         try:
-            client_id, body = produce.read(data, start, end, spans)
+            client_id, body = read_produce_request(data, start, end, spans)
         except ValueError:
             return _DECODE  # the codec's decoding names what is wrong
         self.session.client_id_is(client_id)

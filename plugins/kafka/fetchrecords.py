@@ -14,13 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from brokerguard._native import write_uvarint
-
-from .wire import I16, I32, Truncated, array_length, length, skip_tags, string
+from brokerguard._native.wire import I16, I32, Truncated, array_length, length, skip_tags, string
 
 FIRST = 4
 LAST = 15
 FLEXIBLE_FROM = 12
 TOPIC_IDS_FROM = 13
+# A partition's tagged fields the codec reads (v12+), by tag: the fixed part of each struct:
+# diverging_epoch (epoch, end_offset), current_leader (leader_id, leader_epoch), snapshot_id
+# (end_offset, epoch). Checked as the codec checks them, so the two accept the same frames.
+PARTITION_TAGS = {0: 12, 1: 8, 2: 12}
 
 
 @dataclass(slots=True)
@@ -77,7 +80,7 @@ def partitions(frame, version: int) -> tuple[int, list[Partition]]:
                 raise Truncated(f"records run past the frame at offset {start}")
             out.append(Partition(topic, index, I16.unpack_from(frame, error_at)[0], error_at, records_at, start, pos))
             if flexible:
-                pos = skip_tags(frame, pos, end)
+                pos = skip_tags(frame, pos, end, PARTITION_TAGS)
         if flexible:
             pos = skip_tags(frame, pos, end)
     if flexible:

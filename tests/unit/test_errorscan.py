@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
+from brokerguard._native import PRODUCE_LAST_VERSION
 from brokerguard.plugins.kafka import apis, audit, errorscan, fetchrecords
 from brokerguard.plugins.kafka.protocol import codec
 from brokerguard.plugins.kafka.rewrite import response_frame
@@ -36,7 +37,7 @@ fetch_bodies = st.fixed_dictionaries({
     "responses": st.lists(st.fixed_dictionaries({"topic": names, "topic_id": st.binary(min_size=16, max_size=16),
                                                  "partitions": fetch_partitions}), max_size=3)})
 responses = st.one_of(
-    st.tuples(st.just(apis.PRODUCE), st.integers(3, errorscan.LAST_PRODUCE), produce_bodies),
+    st.tuples(st.just(apis.PRODUCE), st.integers(3, PRODUCE_LAST_VERSION), produce_bodies),
     st.tuples(st.just(apis.FETCH), st.integers(fetchrecords.FIRST, fetchrecords.LAST), fetch_bodies))
 
 

@@ -10,7 +10,7 @@ from hypothesis import given, strategies as st
 from brokerguard.plugins.kafka import apis, fetchrecords
 from brokerguard.plugins.kafka.protocol import codec
 from brokerguard.plugins.kafka.rewrite import response_frame
-from brokerguard.plugins.kafka.wire import Truncated
+from brokerguard._native.wire import Truncated
 
 from fuzzing import random_inputs
 from test_errorscan import fetch_bodies
@@ -76,6 +76,30 @@ def test_hostile_bytes_raise_truncated_or_read_as_the_codec_does(version, body, 
         again = decoded(candidate, version)  # what this reader accepts, the codec reads the same
         assert [(p.topic, p.index, p.error_code, candidate[p.start : p.end]) for p in partitions] == \
             codec_partitions(again, version)
+
+
+@pytest.mark.parametrize("version", [12, 15])
+def test_a_partitions_tagged_structs_are_checked_as_the_codec_checks_them(version):
+    """diverging_epoch, current_leader and snapshot_id are skipped only when they fill exactly
+    the bytes they declare, and tags must ascend: what the walk accepts the codec reads."""
+    body = {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": [
+        {"topic": "t", "topic_id": b"\x01" * 16, "partitions": [
+            {"partition_index": 3, "error_code": 0, "high_watermark": 9, "last_stable_offset": 9,
+             "log_start_offset": 0, "aborted_transactions": None, "preferred_read_replica": -1,
+             "diverging_epoch": {"epoch": 2, "end_offset": 77}, "current_leader": {"leader_id": 1, "leader_epoch": 4},
+             "snapshot_id": {"end_offset": 50, "epoch": 3}, "records": b"abc"}]}]}
+    frame = response_frame(7, apis.FETCH, version, body)
+    _, partitions = fetchrecords.partitions(memoryview(frame), version)
+    assert [(p.index, frame[p.start : p.end]) for p in partitions] == [(3, b"abc")]
+    tags = frame.index(b"abc") + 3  # the partition's tagged fields: count, then tag 0
+    assert frame[tags : tags + 3] == b"\x03\x00\x0d"  # three fields; diverging_epoch, 13 bytes
+    padded = frame[: tags + 2] + b"\x0e" + frame[tags + 3 : tags + 16] + b"\x00" + frame[tags + 16 :]
+    for broken in (len(padded[4:]).to_bytes(4, "big") + padded[4:],  # a byte more than the struct fills
+                   frame[: tags + 1] + b"\x01" + frame[tags + 2 :]):  # tag 1 twice: not ascending
+        with pytest.raises(Truncated):
+            fetchrecords.partitions(memoryview(broken), version)
+        with pytest.raises(codec.DecodeError):
+            decoded(broken, version)
 
 
 @pytest.mark.parametrize("version", [4, 11, 12, 15])

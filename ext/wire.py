@@ -1,5 +1,6 @@
 """Kafka's primitive types read in place from a buffer, for the hand readers of the hot path
-(produce.py, errorscan.py, fetchrecords.py). Every read checks it stays before `end` and raises Truncated if not."""
+(produce_py.py here; the Kafka adapter's errorscan.py and fetchrecords.py). Every read checks it
+stays before `end` and raises Truncated if not."""
 
 from __future__ import annotations
 
@@ -26,13 +27,22 @@ def uvarint(buf, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def skip_tags(buf, pos: int, end: int) -> int:
-    """Past a tagged-field section."""
+def skip_tags(buf, pos: int, end: int, fixed: dict[int, int] | None = None) -> int:
+    """Past a tagged-field section, its tags in ascending order as Kafka writes them. `fixed`
+    gives the fixed part's size of the tags whose value is a struct (its own tagged fields
+    follow): each must fill exactly the bytes it declares."""
     count, pos = uvarint(buf, pos, end)
+    last = -1
     for _ in range(count):
-        _, pos = uvarint(buf, pos, end)
+        tag, pos = uvarint(buf, pos, end)
+        if tag <= last:
+            raise Truncated(f"tag {tag} does not follow tag {last} in ascending order")
+        last = tag
         size, pos = uvarint(buf, pos, end)
-        pos += size
+        stop = pos + size
+        if fixed is not None and tag in fixed and (stop > end or skip_tags(buf, pos + fixed[tag], stop) != stop):
+            raise Truncated(f"tagged field {tag} does not fill the {size} bytes it declares")
+        pos = stop
     if pos > end:
         raise Truncated("tagged fields run past the frame")
     return pos
