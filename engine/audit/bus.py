@@ -242,18 +242,25 @@ class AuditBus:
                 self._timer = None
             self._flush_observers(final=False)
             await self._flush()
-        await self._flush()  # what came with the stop
+        while self._pending:  # what came with the stop
+            await self._flush()
 
     async def _flush(self) -> None:
-        while self._pending:
+        """Seal what is pending now and hand it to the sinks. Events emitted meanwhile wait for
+        the next flush: chasing them would seal and write a few at a time under steady traffic,
+        and a store's cost is mostly per write."""
+        left = len(self._pending)
+        while left > 0 and self._pending:
             if self.dropped:
                 self._pending.appendleft({"kind": "dropped", "time": time.time(), "events": self.dropped})
+                left += 1
                 log.error("audit: %d events dropped, the sinks could not keep up (recorded in the chain)",
                           self.dropped)
                 self.dropped = 0
             # Sealed here, in chunks between which the loop serves traffic: a thread would hold
             # the GIL for as long and make the loop wait its turn for every socket call.
-            batch = [self._pending.popleft() for _ in range(min(SEAL_CHUNK, len(self._pending)))]
+            batch = [self._pending.popleft() for _ in range(min(SEAL_CHUNK, left, len(self._pending)))]
+            left -= len(batch)
             sealed = self._seal(batch)
             for writer in self._writers:
                 writer.put(sealed)
