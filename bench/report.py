@@ -280,7 +280,9 @@ def _target_lines(results: dict) -> list[str]:
             f"- **audit trail (every request audited, digest payloads, SQLite sink) against audit off**: "
             f"throughput produce {produce:.2f}, consume {consume:.2f} (target ≥ {t['audited_ratio_min']}: "
             f"{'met' if min(produce, consume) >= t['audited_ratio_min'] else 'NOT met'}); added p50 "
-            f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe")
+            f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe"
+            + (f"; validated JSON produce {ours['produce_json_ratio'] / base['produce_json_ratio']:.2f}"
+               if "produce_json_ratio" in ours and "produce_json_ratio" in base else ""))
     if "foundation" in comps and PRIMARY in comps:
         ours, base = comps[PRIMARY], comps["foundation"]
         lines.append(
@@ -332,7 +334,7 @@ def markdown(results: dict) -> str:
             "from `/proc/<pid>/stat` across the tool run.", ""]
     out += [f"- produce: `{args['produce']}`",
             f"- consume: `{args['consume']}`",
-            f"- JSON produce (direct, and `{PRIMARY}` only, to a `bench-content.*` topic whose records "
+            f"- JSON produce (direct, `{PRIMARY}` and `{UNAUDITED}` only, to a `bench-content.*` topic whose records "
             f"the gateway validates against a JSON Schema): `{args['produce-json']}`",
             f"- JSON consume (the same topics; the gateway masks three fields of every record): "
             f"`{args['consume-json']}`",

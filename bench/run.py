@@ -111,7 +111,8 @@ class Bench:
         # gateway (tests/rules/content.yaml's bench-content.* topics), plain JSON direct.
         self.payloads = Path(tempfile.mkdtemp(prefix="bench-payloads-")) / "events.json"
         self.payload_size = kt.write_json_payloads(self.payloads)
-        self.content_routes = [r for r in routes if r.name in (report.DIRECT, report.PRIMARY)]
+        # The audit-off gateway too: the audit trail's share of a validated produce.
+        self.content_routes = [r for r in routes if r.name in (report.DIRECT, report.PRIMARY, report.UNAUDITED)]
 
     def warm_up(self) -> None:
         """Unmeasured: the broker's JIT and every route's code paths, before round 1."""
