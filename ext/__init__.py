@@ -87,8 +87,8 @@ __all__ = [
     "encode_batch",
     "parse_request_header",
     "produce_response_clean",
-    "read_produce_request",
     "read_batches",
+    "read_produce_request",
     "read_uvarint",
     "write_uvarint",
 ]

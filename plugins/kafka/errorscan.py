@@ -19,7 +19,6 @@ from brokerguard._native.wire import Truncated
 from . import apis, fetchrecords
 
 
-
 def clean(api_key: int, version: int, frame) -> bool:
     """Whether the response frame (size prefix included) is one these readers cover and every
     error code in it is zero."""

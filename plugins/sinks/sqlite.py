@@ -24,12 +24,6 @@ from brokerguard.sqlitefile import wal_mode
 BUSY_TIMEOUT_S = 30.0
 ROWS_PER_INSERT = 150  # 6 parameters a row: within the 999 of the oldest SQLite builds
 
-
-@functools.cache  # at most ROWS_PER_INSERT statements
-def _insert_events(rows: int) -> str:
-    return "INSERT INTO events (stream, idx, time, kind, session, line) VALUES " + ", ".join(
-        ["(?, ?, ?, ?, ?, ?)"] * rows)
-
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     stream TEXT NOT NULL,
@@ -66,6 +60,13 @@ CREATE TABLE IF NOT EXISTS session_topics (
 );
 CREATE INDEX IF NOT EXISTS session_topics_by_topic ON session_topics (topic);
 """
+
+
+@functools.cache  # at most ROWS_PER_INSERT statements
+def _insert_events(rows: int) -> str:
+    return "INSERT INTO events (stream, idx, time, kind, session, line) VALUES " + ", ".join(
+        ["(?, ?, ?, ?, ?, ?)"] * rows)
+
 
 SUMMARY_COLUMNS = ("session", "started", "adapter", "peer", "listener", "gateway", "identity", "auth",
                    "client_id", "software", "ended", "end_reason", "requests", "denied")
@@ -127,11 +128,11 @@ class SqliteSink:
             db.execute("COMMIT")
 
     def _store(self, db: sqlite3.Connection, batch: Sequence[Sealed]) -> None:
-        """The batch's new events (a retried batch's are in already) in one statement; the
+        """The batch's new events (a retried batch's are in already), many rows a statement; the
         session index from them, request events summed per session (they are most of it)."""
         new = self._new(db, batch)
-        # Many rows per statement: the sqlite3 module lets go of the GIL for every statement it
-        # steps, and with the event loop busy each of those costs the loop a handoff.
+        # Not executemany: it steps each row with the GIL released, and with the event loop busy
+        # every one of those steps costs a handoff of the GIL both ways.
         for at in range(0, len(new), ROWS_PER_INSERT):
             chunk = new[at : at + ROWS_PER_INSERT]
             db.execute(_insert_events(len(chunk)),
