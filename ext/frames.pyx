@@ -24,6 +24,8 @@ from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t
 
+from big_endian cimport _i16, _i32
+
 import operator
 
 from brokerguard._native import errors
@@ -49,14 +51,6 @@ cdef enum:
     REQUEST_HEADER_MIN = 8  # api_key, api_version, correlation_id
     RESPONSE_HEADER_MIN = 4  # correlation_id
     INT32_MAX = 0x7FFFFFFF
-
-
-cdef inline int16_t _i16(const unsigned char* p) noexcept nogil:
-    return <int16_t>(<uint16_t>((<uint16_t>p[0] << 8) | p[1]))
-
-
-cdef inline int32_t _i32(const unsigned char* p) noexcept nogil:
-    return <int32_t>((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3])
 
 
 cdef inline Py_ssize_t _uvarint(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,

@@ -3,7 +3,9 @@
 response checked for error codes, both in place (the layouts are written out there)."""
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.unicode cimport PyUnicode_DecodeUTF8
-from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint64_t
+
+from big_endian cimport _i16, _i32
 
 from brokerguard._native.wire import Truncated
 
@@ -14,17 +16,8 @@ LAST_VERSION = 9
 
 cdef enum:
     CUT = -1  # a read ran past the end (positions are never negative)
-    NO_LENGTH = -2  # ... or a length field itself was cut off
     FLEXIBLE = 9
     LAST = 9
-
-
-cdef inline int16_t _i16(const unsigned char* p) noexcept nogil:
-    return <int16_t>(<uint16_t>((<uint16_t>p[0] << 8) | p[1]))
-
-
-cdef inline int32_t _i32(const unsigned char* p) noexcept nogil:
-    return <int32_t>((<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | <uint32_t>p[3])
 
 
 cdef inline Py_ssize_t _uvarint(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end,
