@@ -82,7 +82,8 @@ class InFlight:
         self.api_version = api_version
         self.local = local
         self.merge = merge
-        self.recast: Callable[[memoryview], bytes] | None = None  # rewrites the response frame undecoded
+        # rewrites the response frame undecoded: (the new frame or None if unchanged, no error in it)
+        self.recast: Callable[[memoryview], tuple[bytes | None, bool]] | None = None
         self.throttle_s = throttle_s
         self.audit = audit
 
@@ -504,7 +505,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             return None
         return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
 
-    def _fetch_recast(self, obligations: dict[str, Obligations], version: int) -> Callable[[memoryview], bytes] | None:
+    def _fetch_recast(self, obligations: dict[str, Obligations],
+                      version: int) -> Callable[[memoryview], tuple[bytes | None, bool]] | None:
         """Masks the fetched records of topics with a mask obligation in the response frame
         itself: what _fetch_merge does when nothing else needs the response decoded."""
         masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
@@ -517,7 +519,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         def topic_name(topic: str | bytes) -> str | None:
             return topic if type(topic) is str else names.name(topic)
 
-        def recast(frame: memoryview) -> bytes:
+        def recast(frame: memoryview) -> tuple[bytes | None, bool]:
             return content.mask_fetch_frame(frame, version, masks, topic_name, max_uncompressed, unmaskable)
 
         return recast
@@ -721,9 +723,10 @@ class ClientConnection(asyncio.BufferedProtocol):
                     source.peer, f"response {correlation_id} out of order: expected {request.correlation_id}")
             if request.recast is not None:
                 rewritten = self._recast(request, source.frame(frame_start, frame_end))
-                out.append(source.take(segment, frame_start))
-                out.append(rewritten)
-                segment = frame_end
+                if rewritten is not None:  # else the broker's bytes go on with the rest of the read
+                    out.append(source.take(segment, frame_start))
+                    out.append(rewritten)
+                    segment = frame_end
             elif request.merge is not None or (request.api_key, request.api_version) in decoded:
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
                                                       source.frame(frame_start, frame_end), request.merge,
@@ -752,14 +755,16 @@ class ClientConnection(asyncio.BufferedProtocol):
         if not in_flight and not self._backlog:
             self._idle.set()
 
-    def _recast(self, request: InFlight, frame: memoryview) -> bytes:
-        """A response frame rewritten undecoded by request.recast, its audit event finished."""
+    def _recast(self, request: InFlight, frame: memoryview) -> bytes | None:
+        """A response frame rewritten undecoded by request.recast (None: unchanged), its audit
+        event finished."""
         try:
-            rewritten = request.recast(frame)  # type: ignore[misc]
+            rewritten, clean = request.recast(frame)  # type: ignore[misc]
         except ValueError as err:
             raise ProtocolError("upstream", f"bad Fetch response: {err}") from err
         if request.audit is not None:
-            errors = audit.response_errors(request.api_key, request.api_version, memoryview(rewritten))
+            errors = {} if clean else audit.response_errors(
+                request.api_key, request.api_version, frame if rewritten is None else memoryview(rewritten))
             self._audit.emit(audit.finish(request.audit, errors=errors,  # type: ignore[union-attr]
                                           outcome=None if errors is not None else "unreadable_response"))
         return rewritten

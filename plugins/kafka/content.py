@@ -309,11 +309,13 @@ def mask_fetch(response: dict, masks: Mapping[str, Any], topic_name, max_uncompr
 
 
 def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], topic_name,
-                     max_uncompressed: int, on_unmaskable) -> bytes:
-    """mask_fetch on a Fetch response frame (size prefix included) without decoding it: the
-    new frame. `topic_name` gets a partition's topic as the frame has it, a name or an id.
-    Raises Truncated (a ValueError) for a frame that is not a whole Fetch response."""
-    _, partitions = fetchrecords.partitions(frame, version)
+                     max_uncompressed: int, on_unmaskable) -> tuple[bytes | None, bool]:
+    """mask_fetch on a Fetch response frame (size prefix included) without decoding it: the new
+    frame (None when nothing changed), and whether every error code in it is zero (the audit
+    trail then needs no second walk). `topic_name` gets a partition's topic as the frame has it,
+    a name or an id. Raises Truncated (a ValueError) for a frame that is not a whole Fetch
+    response."""
+    error, partitions = fetchrecords.partitions(frame, version)
     records: dict[int, bytes | None] = {}
     errors: dict[int, int] = {}
     for at, partition in enumerate(partitions):
@@ -330,9 +332,10 @@ def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], 
             continue
         if masked is not None:
             records[at] = masked
+    clean = error == 0 and not errors and not any(partition.error_code for partition in partitions)
     if not records:
-        return bytes(frame)
-    return fetchrecords.rebuilt(frame, version, records, errors, partitions)
+        return None, clean
+    return fetchrecords.rebuilt(frame, version, records, errors, partitions), clean
 
 
 def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_unmaskable) -> bytes | None:

@@ -148,8 +148,29 @@ def test_fetch_frames_are_masked_in_place_as_the_decoded_response_is(version):
     content.mask_fetch(response, {"orders": profile}, lambda entry: entry.get("topic") or by_id[entry["topic_id"]],
                        LIMIT, note)
     expected = response_frame(5, apis.FETCH, version, response)
-    by_frame = content.mask_fetch_frame(memoryview(frame), version, {"orders": profile},
-                                        lambda topic: by_id.get(topic, topic), LIMIT, note)
+    by_frame, clean = content.mask_fetch_frame(memoryview(frame), version, {"orders": profile},
+                                               lambda topic: by_id.get(topic, topic), LIMIT, note)
     assert by_frame == expected
+    assert not clean  # the corrupt batch's CORRUPT_MESSAGE
     assert withheld[: len(withheld) // 2] == withheld[len(withheld) // 2 :]  # the same records withheld
     assert ("orders", 2) in withheld  # the corrupt batch
+
+
+@pytest.mark.parametrize("error_code", [0, 6])
+def test_a_fetch_frame_with_nothing_to_mask_is_left_as_the_broker_sent_it(error_code):
+    """No record changes: no new frame (the broker's bytes go on), and whether it carries an
+    error is told without a second walk."""
+    from brokerguard.content import builtin_detectors, compile_profile
+    from brokerguard.plugins.kafka import apis
+    from brokerguard.plugins.kafka.rewrite import response_frame
+
+    profile = compile_profile("p", {"fields": [{"path": "$.card", "strategy": "redact"}]},
+                              detectors=builtin_detectors(), hash_key=None)
+    body = {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": [
+        {"topic": "orders", "partitions": [
+            {"partition_index": 0, "error_code": error_code, "high_watermark": 9, "last_stable_offset": 9,
+             "log_start_offset": 0, "aborted_transactions": [], "preferred_read_replica": -1,
+             "records": records(b'{"id": 2}')}]}]}
+    frame = response_frame(5, apis.FETCH, 12, body)
+    assert content.mask_fetch_frame(memoryview(frame), 12, {"orders": profile}, lambda topic: topic, LIMIT,
+                                    lambda *args: None) == (None, error_code == 0)
