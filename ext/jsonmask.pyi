@@ -44,6 +44,11 @@ class FieldMasker:
     def native_mask_value(self) -> object | None:
         """A capsule holding the C function by which Batch.with_masked_values masks a batch's
         values in place (see value_mask.pxd); None in the pure-Python twin."""
+    @property
+    def native_mask_plain(self) -> object | None:
+        """The same without Python, so called with the GIL released: a capsule whose context is
+        these rules; None when a rule is HASH (it calls hash_function) and in the pure-Python
+        twin."""
     def mask_all(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[int]]:
         """mask for each item of values in one call: the results in order, and the indexes of
         the items it left for the general path (kept as they were in the list): those that are

@@ -36,13 +36,13 @@ rules with the same messages; this module flattens them into C arrays.
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New
-from cpython.pycapsule cimport PyCapsule_New
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_SetContext
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcmp, memcpy, memset
 
 from json_tokens cimport _escaped_key_is, _literal, _number, _string, _ws
-from value_mask cimport (CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED, MaskOutput,
-                        reserve)
+from value_mask cimport (CAPSULE, PLAIN_CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED,
+                        MaskOutput, reserve)
 
 from brokerguard._native import jsonmask_py as _py
 
@@ -104,6 +104,7 @@ ctypedef struct Edit:
     Py_ssize_t stars  # keep_*: how many '*', and the original bytes kept
     Py_ssize_t keep_from
     Py_ssize_t keep_to
+    const unsigned char* text  # hash: the bytes written (held by FieldMasker._write)
 
 
 ctypedef struct Frame:
@@ -132,6 +133,14 @@ ctypedef struct Walk:
     bint kinds_owned
     Frame* frames  # the open objects rules may match in, one per level from the root
     bint fallback
+
+
+ctypedef struct MaskPlan:
+    # What a FieldMasker compiled, for walks that need no Python object.
+    const Node* nodes
+    const Edge* edges
+    Py_ssize_t height
+    Py_ssize_t max_depth
 
 
 # Keys
@@ -391,6 +400,8 @@ cdef class FieldMasker:
     cdef Py_ssize_t max_depth
     cdef object hash_function
     cdef list held  # the bytes the edges point into
+    cdef MaskPlan plan
+    cdef bint uses_hash  # a rule calls hash_function, so masking needs the GIL
 
     def __cinit__(self):
         self.nodes = NULL
@@ -438,11 +449,26 @@ cdef class FieldMasker:
         self.height = height
         self.max_depth = max_depth
         self.hash_function = hash_function
+        self.plan.nodes = self.nodes
+        self.plan.edges = self.edges
+        self.plan.height = height
+        self.plan.max_depth = max_depth
+        self.uses_hash = any(self.edges[i].strategy == S_HASH for i in range(edge_count))
 
     @property
     def native_mask_value(self):
         """The record core masks a batch's values in place through this (see value_mask.pxd)."""
         return _MASK_VALUE
+
+    @property
+    def native_mask_plain(self):
+        """Without `hash` rules: a capsule of _mask_plain with this masker's plan as its context,
+        which the record core calls without the GIL (see value_mask.pxd); else None."""
+        if self.nodes == NULL or self.uses_hash:
+            return None
+        capsule = PyCapsule_New(<void*>_mask_plain, PLAIN_CAPSULE, NULL)
+        PyCapsule_SetContext(capsule, <void*>&self.plan)
+        return capsule
 
     def mask(self, value):
         if not PyBytes_Check(value):
@@ -493,30 +519,18 @@ cdef class FieldMasker:
         cdef Edit local_edits[LOCAL_EDITS]
         cdef unsigned char local_kinds[LOCAL_KINDS]
         cdef Frame local_frames[LOCAL_FRAMES]
-        cdef bint frames_owned = False
         cdef int status
         if self.nodes == NULL:
             raise TypeError("FieldMasker.__init__ was not called")
-        memset(&w, 0, sizeof(Walk))
-        w.nodes = self.nodes
-        w.edges = self.edges
-        w.root = 0 if self.nodes[0].count else -1
-        w.max_depth = self.max_depth
-        w.edits = local_edits
-        w.edit_capacity = LOCAL_EDITS
-        w.kinds = local_kinds
-        w.kind_capacity = LOCAL_KINDS
-        w.frames = local_frames
-        if self.height > LOCAL_FRAMES:
-            w.frames = <Frame*>malloc(self.height * sizeof(Frame))
-            if w.frames == NULL:
+        if not self.uses_hash:
+            status = _mask_plain(&self.plan, p, size, out)
+            if status < 0:
                 raise MemoryError()
-            frames_owned = True
+            return status
+        if not _start_walk(&self.plan, &w, local_edits, local_kinds, local_frames):
+            raise MemoryError()
         try:
             status = _walk(&w, p, size)
-            if w.kinds_owned:
-                free(w.kinds)
-                w.kinds_owned = False
             if status == NO_MEMORY:
                 raise MemoryError()
             if status == INVALID:
@@ -528,83 +542,139 @@ cdef class FieldMasker:
             self._write(p, size, &w, out)
             return VALUE_MASKED
         finally:
-            if w.kinds_owned:
-                free(w.kinds)
-            if w.edits_owned:
-                free(w.edits)
-            if frames_owned:
-                free(w.frames)
+            _end_walk(&w, local_frames)
 
     cdef int _write(self, const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) except -1:
-        """Appends p[:size] with w's edits made to output."""
-        cdef Py_ssize_t i, done = 0, total, hash_at = 0
+        """Appends p[:size] with w's edits made to output, calling the hash function first."""
+        cdef Py_ssize_t i
         cdef Edit* edit
-        cdef const Edge* e
-        cdef list hashes = None
+        cdef list hashes = []  # holds the bytes the edits' text points into
         cdef object out
         cdef int status
-        cdef unsigned char* o
-        total = size
         for i in range(w.edit_count):
             edit = &w.edits[i]
-            if edit.edge < 0:
-                edit.size = 0
-            else:
-                e = &w.edges[edit.edge]
-                if e.strategy == S_REDACT:
-                    edit.size = e.replacement_size
-                elif e.strategy == S_NULL:
-                    edit.size = 4
-                elif e.strategy == S_HASH:
-                    out = self.hash_function(PyBytes_FromStringAndSize(<const char*>p + edit.start,
-                                                                       edit.end - edit.start))
-                    if not PyBytes_Check(out):
-                        raise _py._hash_not_bytes(out)
-                    status = _valid(<const unsigned char*>PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out),
-                                    self.max_depth)
-                    if status == NO_MEMORY:
-                        raise MemoryError()
-                    if status == INVALID:
-                        raise _py._hash_not_json(out)
-                    if hashes is None:
-                        hashes = []
-                    hashes.append(out)
-                    edit.size = PyBytes_GET_SIZE(out)
-                else:
-                    _keep(p, edit, e.n, e.strategy == S_KEEP_LAST)
-            total += edit.size - (edit.end - edit.start)
-        o = reserve(output, total)
-        if o == NULL:
-            raise MemoryError()
-        output.size += total
-        for i in range(w.edit_count):
-            edit = &w.edits[i]
-            memcpy(o, p + done, edit.start - done)
-            o += edit.start - done
-            done = edit.end
-            if edit.edge < 0:
+            if edit.edge < 0 or w.edges[edit.edge].strategy != S_HASH:
                 continue
+            out = self.hash_function(PyBytes_FromStringAndSize(<const char*>p + edit.start, edit.end - edit.start))
+            if not PyBytes_Check(out):
+                raise _py._hash_not_bytes(out)
+            status = _valid(<const unsigned char*>PyBytes_AS_STRING(out), PyBytes_GET_SIZE(out), self.max_depth)
+            if status == NO_MEMORY:
+                raise MemoryError()
+            if status == INVALID:
+                raise _py._hash_not_json(out)
+            hashes.append(out)
+            edit.text = <const unsigned char*>PyBytes_AS_STRING(out)
+            edit.size = PyBytes_GET_SIZE(out)
+        if _write_edits(p, size, w, output) < 0:
+            raise MemoryError()
+        return 0
+
+
+cdef bint _start_walk(const MaskPlan* plan, Walk* w, Edit* local_edits, unsigned char* local_kinds,
+                      Frame* local_frames) noexcept nogil:
+    """Ready w for a walk under plan with the caller's local buffers; False: no memory."""
+    memset(w, 0, sizeof(Walk))
+    w.nodes = plan.nodes
+    w.edges = plan.edges
+    w.root = 0 if plan.nodes[0].count else -1
+    w.max_depth = plan.max_depth
+    w.edits = local_edits
+    w.edit_capacity = LOCAL_EDITS
+    w.kinds = local_kinds
+    w.kind_capacity = LOCAL_KINDS
+    w.frames = local_frames
+    if plan.height > LOCAL_FRAMES:
+        w.frames = <Frame*>malloc(plan.height * sizeof(Frame))
+        if w.frames == NULL:
+            return False
+    return True
+
+
+cdef void _end_walk(Walk* w, Frame* local_frames) noexcept nogil:
+    if w.kinds_owned:
+        free(w.kinds)
+    if w.edits_owned:
+        free(w.edits)
+    if w.frames != local_frames:
+        free(w.frames)
+
+
+cdef int _mask_plain(const void* context, const unsigned char* p, Py_ssize_t size, MaskOutput* out) noexcept nogil:
+    """A VALUE_* answer for p[:size] under a MaskPlan without `hash` rules, so with no Python and
+    no GIL; the masked bytes are appended to out (VALUE_MASKED). -1: out of memory."""
+    cdef Walk w
+    cdef Edit local_edits[LOCAL_EDITS]
+    cdef unsigned char local_kinds[LOCAL_KINDS]
+    cdef Frame local_frames[LOCAL_FRAMES]
+    cdef int status
+    if not _start_walk(<const MaskPlan*>context, &w, local_edits, local_kinds, local_frames):
+        return -1
+    status = _walk(&w, p, size)
+    if status == INVALID:
+        status = VALUE_INVALID
+    elif status == NO_MEMORY:
+        status = -1
+    elif w.fallback:
+        status = VALUE_FALLBACK
+    elif w.edit_count == 0:
+        status = VALUE_KEPT
+    else:
+        status = VALUE_MASKED if _write_edits(p, size, &w, out) == 0 else -1
+    _end_walk(&w, local_frames)
+    return status
+
+
+cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) noexcept nogil:
+    """Appends p[:size] with w's edits made to output (a hash edit's text and size already set);
+    -1: out of memory."""
+    cdef Py_ssize_t i, done = 0, total = size
+    cdef Edit* edit
+    cdef const Edge* e
+    cdef unsigned char* o
+    for i in range(w.edit_count):
+        edit = &w.edits[i]
+        if edit.edge < 0:
+            edit.size = 0
+        else:
             e = &w.edges[edit.edge]
             if e.strategy == S_REDACT:
-                memcpy(o, e.replacement, e.replacement_size)
+                edit.size = e.replacement_size
             elif e.strategy == S_NULL:
-                memcpy(o, b"null", 4)
-            elif e.strategy == S_HASH:
-                out = hashes[hash_at]
-                hash_at += 1
-                memcpy(o, PyBytes_AS_STRING(out), edit.size)
+                edit.size = 4
+            elif e.strategy != S_HASH:
+                _keep(p, edit, e.n, e.strategy == S_KEEP_LAST)
+        total += edit.size - (edit.end - edit.start)
+    o = reserve(output, total)
+    if o == NULL:
+        return -1
+    output.size += total
+    for i in range(w.edit_count):
+        edit = &w.edits[i]
+        memcpy(o, p + done, edit.start - done)
+        o += edit.start - done
+        done = edit.end
+        if edit.edge < 0:
+            continue
+        e = &w.edges[edit.edge]
+        if e.strategy == S_REDACT:
+            memcpy(o, e.replacement, e.replacement_size)
+        elif e.strategy == S_NULL:
+            memcpy(o, b"null", 4)
+        elif e.strategy == S_HASH:
+            memcpy(o, edit.text, edit.size)
+        else:
+            o[0] = 0x22
+            if e.strategy == S_KEEP_LAST:
+                memset(o + 1, 0x2A, edit.stars)
+                memcpy(o + 1 + edit.stars, p + edit.keep_from, edit.keep_to - edit.keep_from)
             else:
-                o[0] = 0x22
-                if e.strategy == S_KEEP_LAST:
-                    memset(o + 1, 0x2A, edit.stars)
-                    memcpy(o + 1 + edit.stars, p + edit.keep_from, edit.keep_to - edit.keep_from)
-                else:
-                    memcpy(o + 1, p + edit.keep_from, edit.keep_to - edit.keep_from)
-                    memset(o + 1 + edit.keep_to - edit.keep_from, 0x2A, edit.stars)
-                o[edit.size - 1] = 0x22
-            o += edit.size
-        memcpy(o, p + done, size - done)
-        return 0
+                memcpy(o + 1, p + edit.keep_from, edit.keep_to - edit.keep_from)
+                memset(o + 1 + edit.keep_to - edit.keep_from, 0x2A, edit.stars)
+            o[edit.size - 1] = 0x22
+        o += edit.size
+    memcpy(o, p + done, size - done)
+    return 0
 
 
 cdef int _mask_value(object masker, const unsigned char* p, Py_ssize_t n, MaskOutput* out) except -1:

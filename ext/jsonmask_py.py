@@ -390,6 +390,7 @@ class FieldMasker:
         self._max_depth = max_depth
 
     native_mask_value = None  # no C function here: the record core calls mask() value by value
+    native_mask_plain = None
 
     def mask_all(self, values):
         out = []

@@ -35,14 +35,14 @@ cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_FillInfo, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
+from cpython.pycapsule cimport PyCapsule_GetContext, PyCapsule_GetPointer, PyCapsule_IsValid
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from big_endian cimport _i16, _i32, _i64, _put_u16, _put_u32, _put_u64, _u32
-from value_mask cimport CAPSULE, VALUE_KEPT, VALUE_MASKED, MaskOutput, MaskValue
+from value_mask cimport CAPSULE, PLAIN_CAPSULE, VALUE_KEPT, VALUE_MASKED, MaskOutput, MaskPlain, MaskValue
 
 import struct
 import sys
@@ -413,10 +413,18 @@ cdef class Batch:
 
     def with_masked_values(self, records, masker):
         cdef Records recs = self._own(records)
+        cdef object plain = getattr(masker, "native_mask_plain", None)
         cdef object capsule = getattr(masker, "native_mask_value", None)
-        if capsule is None or not PyCapsule_IsValid(capsule, CAPSULE):
+        cdef MaskPlain mask_plain = NULL
+        cdef const void* context = NULL
+        cdef MaskValue mask_value = NULL
+        if plain is not None and PyCapsule_IsValid(plain, PLAIN_CAPSULE):
+            mask_plain = <MaskPlain>PyCapsule_GetPointer(plain, PLAIN_CAPSULE)
+            context = PyCapsule_GetContext(plain)
+        elif capsule is not None and PyCapsule_IsValid(capsule, CAPSULE):
+            mask_value = <MaskValue>PyCapsule_GetPointer(capsule, CAPSULE)
+        else:
             return self._masked_value_by_value(recs, masker)
-        cdef MaskValue mask_value = <MaskValue>PyCapsule_GetPointer(capsule, CAPSULE)
         cdef Py_ssize_t count = recs.count, index, before
         cdef Piece* pieces = <Piece*>malloc((count if count > 0 else 1) * sizeof(Piece))
         cdef Span* span
@@ -435,19 +443,24 @@ cdef class Batch:
             _scratch.size = 0
             out = &_scratch
         try:
-            for index in range(count):
+            if mask_plain != NULL:
+                # Masks nothing but these bytes, so other threads run meanwhile: a large Fetch
+                # is masked on more than one core.
+                with nogil:
+                    status = _mask_plain_values(mask_plain, context, recs.data, recs.spans, count, pieces, out,
+                                                &changed)
+                if status < 0:
+                    raise MemoryError()
+                if status != VALUE_KEPT:
+                    return None
+            for index in range(count if mask_plain == NULL else 0):
                 span = recs.spans + index
-                pieces[index].length = span.value_length
-                pieces[index].data = <const char*>recs.data + span.value
-                pieces[index].size = -1
-                if span.value_length < 0:
-                    pieces[index].data = NULL
+                if not _value_piece(pieces + index, recs.data, span):
                     continue
                 before = out.size
                 status = mask_value(masker, recs.data + span.value, span.value_length, out)
                 if status == VALUE_MASKED:
-                    pieces[index].size = before  # where in out, until out stops growing
-                    pieces[index].length = out.size - before
+                    _masked_piece(pieces + index, before, out)
                     changed = True
                 elif status != VALUE_KEPT:
                     return None
@@ -518,6 +531,43 @@ cdef class Batch:
             and memcmp(PyBytes_AS_STRING(self.raw) + HEADER_SIZE, b"\x82SNAPPY\x00", 8) == 0
         )
         return _sealed(PyBytes_AS_STRING(self.raw), _compress(codec, body, xerial))
+
+
+cdef int _mask_plain_values(MaskPlain mask, const void* context, const unsigned char* data, Span* spans,
+                            Py_ssize_t count, Piece* pieces, MaskOutput* out, bint* changed) noexcept nogil:
+    """with_masked_values' loop for a MaskPlain: each value's piece, masked ones in out (their
+    offset in size until out stops growing). VALUE_KEPT once every value is kept or masked,
+    the VALUE_* of the first that is neither, or -1: out of memory."""
+    cdef Py_ssize_t index, before
+    cdef Span* span
+    cdef int status
+    for index in range(count):
+        span = spans + index
+        if not _value_piece(pieces + index, data, span):
+            continue
+        before = out.size
+        status = mask(context, data + span.value, span.value_length, out)
+        if status == VALUE_MASKED:
+            _masked_piece(pieces + index, before, out)
+            changed[0] = True
+        elif status != VALUE_KEPT:
+            return status
+    return VALUE_KEPT
+
+
+cdef inline bint _value_piece(Piece* piece, const unsigned char* data, Span* span) noexcept nogil:
+    """piece is the record's value as it is; False for a null value (nothing to mask)."""
+    piece.length = span.value_length
+    piece.size = -1
+    piece.data = NULL if span.value_length < 0 else <const char*>data + span.value
+    return span.value_length >= 0
+
+
+cdef inline void _masked_piece(Piece* piece, Py_ssize_t before, MaskOutput* out) noexcept nogil:
+    """piece is the masked value appended to out from `before`: its offset is kept in size, as
+    out may still move while it grows."""
+    piece.size = before
+    piece.length = out.size - before
 
 
 cdef void _write_with_values(unsigned char* w, Records recs, Piece* pieces) noexcept:

@@ -3,7 +3,8 @@
 
 A masker module publishes a MaskValue function in a capsule named CAPSULE (jsonmask's
 FieldMasker does, as its `native_mask_value`); Batch.with_masked_values calls it on each value
-in place and gets the masked bytes appended to one growing MaskOutput. Header only: nothing
+in place and gets the masked bytes appended to one growing MaskOutput. A MaskPlain in a
+PLAIN_CAPSULE is the same without Python, called with the GIL released. Header only: nothing
 here is imported at run time.
 """
 from libc.stdlib cimport realloc
@@ -11,8 +12,10 @@ from libc.stdlib cimport realloc
 cdef extern from *:
     """
     #define BG_MASK_VALUE_CAPSULE "brokerguard._native.MaskValue"
+    #define BG_MASK_PLAIN_CAPSULE "brokerguard._native.MaskPlain"
     """
     const char* CAPSULE "BG_MASK_VALUE_CAPSULE"
+    const char* PLAIN_CAPSULE "BG_MASK_PLAIN_CAPSULE"
 
 
 ctypedef struct MaskOutput:
@@ -31,6 +34,13 @@ cdef enum:
 # Appends the masked value of p[:n] to out when it answers VALUE_MASKED; raises what masking
 # raises (a hash function's error, MemoryError).
 ctypedef int (*MaskValue)(object masker, const unsigned char* p, Py_ssize_t n, MaskOutput* out) except -1
+
+# The same for a masker that calls no Python (jsonmask's FieldMasker without `hash` rules, as its
+# `native_mask_plain`): callable without the GIL, so the record core masks a batch with the GIL
+# released. The capsule's context is the masker's compiled rules, alive as long as the masker.
+# -1: out of memory.
+ctypedef int (*MaskPlain)(const void* context, const unsigned char* p, Py_ssize_t n,
+                          MaskOutput* out) noexcept nogil
 
 
 cdef inline unsigned char* reserve(MaskOutput* out, Py_ssize_t more) noexcept nogil:

@@ -16,8 +16,10 @@ to the producer with its reason.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +40,10 @@ DLQ_REASON = "brokerguard.reason"
 DLQ_TOPIC = "brokerguard.topic"
 DLQ_PARTITION = "brokerguard.partition"
 DLQ_VALIDATION = "brokerguard.validation"
+
+# Fetched records at least this large are masked on two threads: the consumer and the broker
+# wait for each Fetch the gateway masks, and the masking loop runs without the GIL.
+PARALLEL_MASK_BYTES = 256 * 1024
 
 _BATCH_HEADER = 61
 _LENGTH = struct.Struct(">i")
@@ -342,16 +348,22 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     """The masked records, or None when they are unchanged (no value masked, no partial batch)."""
     batches, consumed = read_batches(records, max_uncompressed)
     changed = consumed != len(records)
+    masker = profile.batch_masker
+    wholes: list[bytes | None] = [None] * len(batches)  # each batch masked in one pass, where it can be
+    if masker is not None:
+        split = len(records) >= PARALLEL_MASK_BYTES and getattr(masker, "native_mask_plain", None) is not None
+        half = len(batches) // 2 if split else 0
+        later = _helper().submit(_masked_batches, batches[half:], masker, max_uncompressed) if half else None
+        wholes = _masked_batches(batches[:half] if later is not None else batches, masker, max_uncompressed)
+        if later is not None:
+            wholes += later.result()
     parts = []
-    for batch in batches:
+    for batch, whole in zip(batches, wholes):
         if batch.is_control:
             parts.append(batch.raw)
             continue
-        decoded = batch.decode(max_uncompressed)
-        whole = None
-        if profile.batch_masker is not None:
-            whole = batch.with_masked_values(decoded, profile.batch_masker)
         if whole is None:
+            decoded = batch.decode(max_uncompressed)
             values = decoded.values()
             masked, failures = profile.mask_values(values)
             if failures:
@@ -363,6 +375,18 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
         changed = changed or whole is not batch.raw
         parts.append(whole)
     return b"".join(parts) if changed else None
+
+
+def _masked_batches(batches: list, masker: Any, max_uncompressed: int) -> list[bytes | None]:
+    """Each data batch masked in one pass (None where that cannot be done)."""
+    return [None if batch.is_control else batch.with_masked_values(batch.decode(max_uncompressed), masker)
+            for batch in batches]
+
+
+@functools.cache
+def _helper() -> ThreadPoolExecutor:
+    """The second thread that masks large Fetches; started when first needed (in the worker)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="brokerguard-mask")
 
 
 def fetch_usage(response: dict, topic_name) -> dict[str, tuple[int, int]]:

@@ -111,6 +111,35 @@ def test_fetched_records_are_masked_and_partial_batches_left_out():
     assert content.fetch_usage(response, lambda entry: entry["topic"])["orders"][0] == 3
 
 
+@pytest.mark.parametrize("hashed", [False, True])
+def test_large_fetches_are_masked_on_two_threads_to_the_same_bytes(monkeypatch, hashed):
+    from brokerguard.content import builtin_detectors, compile_profile
+
+    strategy = {"strategy": "hash"} if hashed else {"strategy": "keep_last", "n": 2}
+    profile = compile_profile("p", {"fields": [{"path": "$.card", **strategy}]},
+                              detectors=builtin_detectors(), hash_key=b"k" * 32 if hashed else None)
+    # The second thread is for maskers that run without the GIL only: a hash calls Python.
+    assert (profile.batch_masker.native_mask_plain is None) == hashed
+    # Big enough to split, with a batch the one-pass masker gives up on (not JSON: the general
+    # path marks it unmaskable) in the half the second thread takes.
+    batches = [records(*[b'{"card": "%d", "pad": "%s"}' % (1_000_000 + n * 100 + i, b"x" * 200) for i in range(100)])
+               for n in range(14)]
+    batches[9] = records(b'{"card": "123456"}', b"not JSON")
+    data = b"".join(batches)
+    assert len(data) >= content.PARALLEL_MASK_BYTES
+    unmaskable = []
+    split = content._mask_records(memoryview(data), profile, LIMIT, "orders", lambda *a: unmaskable.append(a))
+    monkeypatch.setattr(content, "PARALLEL_MASK_BYTES", len(data) + 1)
+    alone = content._mask_records(memoryview(data), profile, LIMIT, "orders", lambda *a: None)
+    assert split == alone
+    masked = [b.decode(LIMIT).values() for b in read_batches(split, LIMIT)[0]]
+    assert masked[9][1] == content.UNMASKABLE and len(unmaskable) == 1
+    for first, last in ((0, 1), (13, 99)):  # one from each thread's half
+        value = masked[first][last]
+        assert b"%d" % (1_000_000 + first * 100 + last) not in value
+        assert value.startswith(b'{"card": "h:' if hashed else b'{"card": "*****%02d"' % last)
+
+
 @pytest.mark.parametrize("version", [4, 11, 12, 13, 15])
 def test_fetch_frames_are_masked_in_place_as_the_decoded_response_is(version):
     """The undecoded path (mask_fetch_frame) makes byte for byte the frame the codec path makes:
