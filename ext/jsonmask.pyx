@@ -530,17 +530,12 @@ cdef class FieldMasker:
         if not _start_walk(&self.plan, &w, local_edits, local_kinds, local_frames):
             raise MemoryError()
         try:
-            status = _walk(&w, p, size)
-            if status == NO_MEMORY:
+            status = _walk_answer(&w, p, size)
+            if status < 0:
                 raise MemoryError()
-            if status == INVALID:
-                return VALUE_INVALID
-            if w.fallback:
-                return VALUE_FALLBACK
-            if w.edit_count == 0:
-                return VALUE_KEPT
-            self._write(p, size, &w, out)
-            return VALUE_MASKED
+            if status == VALUE_MASKED:
+                self._write(p, size, &w, out)
+            return status
         finally:
             _end_walk(&w, local_frames)
 
@@ -610,19 +605,24 @@ cdef int _mask_plain(const void* context, const unsigned char* p, Py_ssize_t siz
     cdef int status
     if not _start_walk(<const MaskPlan*>context, &w, local_edits, local_kinds, local_frames):
         return -1
-    status = _walk(&w, p, size)
-    if status == INVALID:
-        status = VALUE_INVALID
-    elif status == NO_MEMORY:
+    status = _walk_answer(&w, p, size)
+    if status == VALUE_MASKED and _write_edits(p, size, &w, out) < 0:
         status = -1
-    elif w.fallback:
-        status = VALUE_FALLBACK
-    elif w.edit_count == 0:
-        status = VALUE_KEPT
-    else:
-        status = VALUE_MASKED if _write_edits(p, size, &w, out) == 0 else -1
     _end_walk(&w, local_frames)
     return status
+
+
+cdef int _walk_answer(Walk* w, const unsigned char* p, Py_ssize_t size) noexcept nogil:
+    """Walks p[:size]: the VALUE_* answer, VALUE_MASKED meaning w's edits are still to be written;
+    -1: out of memory."""
+    cdef int status = _walk(w, p, size)
+    if status == NO_MEMORY:
+        return -1
+    if status == INVALID:
+        return VALUE_INVALID
+    if w.fallback:
+        return VALUE_FALLBACK
+    return VALUE_MASKED if w.edit_count else VALUE_KEPT
 
 
 cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) noexcept nogil:

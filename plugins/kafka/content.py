@@ -349,14 +349,8 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     batches, consumed = read_batches(records, max_uncompressed)
     changed = consumed != len(records)
     masker = profile.batch_masker
-    wholes: list[bytes | None] = [None] * len(batches)  # each batch masked in one pass, where it can be
-    if masker is not None:
-        split = len(records) >= PARALLEL_MASK_BYTES and getattr(masker, "native_mask_plain", None) is not None
-        half = len(batches) // 2 if split else 0
-        later = _helper().submit(_masked_batches, batches[half:], masker, max_uncompressed) if half else None
-        wholes = _masked_batches(batches[:half] if later is not None else batches, masker, max_uncompressed)
-        if later is not None:
-            wholes += later.result()
+    wholes = ([None] * len(batches) if masker is None  # each batch masked in one pass, where it can be
+              else _masked_batches(batches, masker, max_uncompressed, len(records) >= PARALLEL_MASK_BYTES))
     parts = []
     for batch, whole in zip(batches, wholes):
         if batch.is_control:
@@ -377,8 +371,17 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     return b"".join(parts) if changed else None
 
 
-def _masked_batches(batches: list, masker: Any, max_uncompressed: int) -> list[bytes | None]:
-    """Each data batch masked in one pass (None where that cannot be done)."""
+def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list[bytes | None]:
+    """Each data batch masked in one pass (None where that cannot be done). Of a large run, the
+    second half on the helper thread, where the masker runs without the GIL."""
+    half = len(batches) // 2 if large and getattr(masker, "native_mask_plain", None) is not None else 0
+    if not half:
+        return _one_pass(batches, masker, max_uncompressed)
+    later = _helper().submit(_one_pass, batches[half:], masker, max_uncompressed)
+    return _one_pass(batches[:half], masker, max_uncompressed) + later.result()
+
+
+def _one_pass(batches: list, masker: Any, max_uncompressed: int) -> list[bytes | None]:
     return [None if batch.is_control else batch.with_masked_values(batch.decode(max_uncompressed), masker)
             for batch in batches]
 
