@@ -40,6 +40,8 @@ import report  # noqa: E402
 from devstack.kafka import KafkaBroker  # noqa: E402
 from harness import Gateway, auth, free_port_range, java_client_properties  # noqa: E402
 
+from brokerguard.config import AuditConfig  # noqa: E402
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -115,18 +117,27 @@ class Bench:
         self.content_routes = [r for r in routes if r.name in (report.DIRECT, report.PRIMARY, report.UNAUDITED)]
 
     def warm_up(self) -> None:
-        """Unmeasured: the broker's JIT and every route's code paths, before round 1."""
+        """Unmeasured: the broker's JIT and every route's code paths (the JSON ones too), before
+        round 1."""
         a = self.args
-        records = max(1000, a.records // 10)
+        records, json_records = max(1000, a.records // 10), max(1000, a.json_records // 10)
         names = {r.name: f"bench-warmup-{r.name}" for r in self.routes}
-        self.topics.create(list(names.values()))
+        json_names = {r.name: f"bench-content.warmup-{r.name}" for r in self.content_routes}
+        self.topics.create([*names.values(), *json_names.values()])
         for r in self.routes:
             kt.run_tool(kt.PRODUCER_PERF, *kt.producer_args(r.bootstrap, names[r.name], records, a.record_size,
                                                             r.java_config), timeout=a.tool_timeout)
             kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(r.bootstrap, names[r.name], records,
                                                             f"{names[r.name]}-group", r.java_config),
                         timeout=a.tool_timeout)
-        self.topics.delete(list(names.values()))
+        for r in self.content_routes:
+            kt.run_tool(kt.PRODUCER_PERF, *kt.json_producer_args(r.bootstrap, json_names[r.name], json_records,
+                                                                 self.payloads, r.java_config),
+                        timeout=a.tool_timeout)
+            kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(r.bootstrap, json_names[r.name], json_records,
+                                                            f"{json_names[r.name]}-group", r.java_config),
+                        timeout=a.tool_timeout)
+        self.topics.delete([*names.values(), *json_names.values()])
 
     def close(self) -> None:
         self.topics.close()
@@ -230,6 +241,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-plain-upstream", action="store_true",
                    help="only the gateway with the SCRAM-SHA-512 upstream")
     p.add_argument("--tool-timeout", type=float, default=300, help="seconds before a tool run fails")
+    # The product's default, not the test harness's shorter interval: every flush is a write to
+    # the store, and its cost is mostly per write.
+    p.add_argument("--audit-flush-ms", type=int, default=AuditConfig().flush_interval_ms,
+                   help="the audited gateways' audit.flush_interval_ms")
     p.add_argument("--foundation", default=foundation.DEFAULT_REF,
                    help="git ref of the pass-through gateway to compare with ('none' to skip)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench")
@@ -278,7 +293,7 @@ def main(argv=None) -> int:
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
         # Every gateway keeps an audit trail (SQLite, a digest of each produce's records) but the
         # one that shows what auditing costs.
-        audited = {"capture": "digest"}
+        audited = {"capture": "digest", "flush_interval_ms": args.audit_flush_ms}
         variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl", audited),
                     (report.UNAUDITED, "gateway, SCRAM-SHA-512 upstream, audit off", "sasl", {"enabled": False})]
         if not args.no_plain_upstream:
