@@ -349,15 +349,16 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     batches, consumed = read_batches(records, max_uncompressed)
     changed = consumed != len(records)
     masker = profile.batch_masker
-    wholes = ([None] * len(batches) if masker is None  # each batch masked in one pass, where it can be
+    passes = ([(None, None)] * len(batches) if masker is None  # each batch masked in one pass, where it can be
               else _masked_batches(batches, masker, max_uncompressed, len(records) >= PARALLEL_MASK_BYTES))
     parts = []
-    for batch, whole in zip(batches, wholes):
+    for batch, (decoded, whole) in zip(batches, passes):
         if batch.is_control:
             parts.append(batch.raw)
             continue
         if whole is None:
-            decoded = batch.decode(max_uncompressed)
+            if decoded is None:
+                decoded = batch.decode(max_uncompressed)
             values = decoded.values()
             masked, failures = profile.mask_values(values)
             if failures:
@@ -371,9 +372,10 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     return b"".join(parts) if changed else None
 
 
-def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list[bytes | None]:
-    """Each data batch masked in one pass (None where that cannot be done). Of a large run, the
-    second half on the helper thread, where the masker runs without the GIL."""
+def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list[tuple]:
+    """Each batch decoded and, where that can be done, masked in one pass: (records, masked
+    bytes or None); (None, None) for a control batch. Of a large run, the second half on the
+    helper thread, where the masker runs without the GIL."""
     half = len(batches) // 2 if large and getattr(masker, "native_mask_plain", None) is not None else 0
     if not half:
         return _one_pass(batches, masker, max_uncompressed)
@@ -381,9 +383,15 @@ def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bo
     return _one_pass(batches[:half], masker, max_uncompressed) + later.result()
 
 
-def _one_pass(batches: list, masker: Any, max_uncompressed: int) -> list[bytes | None]:
-    return [None if batch.is_control else batch.with_masked_values(batch.decode(max_uncompressed), masker)
-            for batch in batches]
+def _one_pass(batches: list, masker: Any, max_uncompressed: int) -> list[tuple]:
+    out: list[tuple] = []
+    for batch in batches:
+        if batch.is_control:
+            out.append((None, None))
+            continue
+        decoded = batch.decode(max_uncompressed)
+        out.append((decoded, batch.with_masked_values(decoded, masker)))
+    return out
 
 
 @functools.cache
