@@ -32,9 +32,7 @@ import foundation  # noqa: E402
 import kafka_tools as kt  # noqa: E402
 from devstack.kafka import KafkaBroker  # noqa: E402
 from harness import Gateway, java_client_properties  # noqa: E402
-from run import Topics, cpu_seconds, worker_pid  # noqa: E402
-
-from brokerguard.config import AuditConfig  # noqa: E402
+from run import Topics, audit_section, cpu_seconds, worker_pid  # noqa: E402
 
 TOOLS = ("produce-json", "consume-json")
 
@@ -46,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--records", type=int, default=1_000_000, help="JSON records per run")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS)}")
     p.add_argument("--audit", type=json.loads,
-                   default={"capture": "digest", "flush_interval_ms": AuditConfig().flush_interval_ms},
+                   default=audit_section(),
                    help="both gateways' audit section, JSON (default: as the bench's audited gateway)")
     p.add_argument("--tool-timeout", type=float, default=300)
     return p.parse_args(argv)

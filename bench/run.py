@@ -43,6 +43,12 @@ from harness import Gateway, auth, free_port_range, java_client_properties  # no
 from brokerguard.config import AuditConfig  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+AUDIT_FLUSH_MS = AuditConfig().flush_interval_ms
+
+
+def audit_section(flush_ms: int = AUDIT_FLUSH_MS) -> dict:
+    """An audited gateway's audit config: SQLite, a digest of each produce's records."""
+    return {"capture": "digest", "flush_interval_ms": flush_ms}
 
 
 @dataclass
@@ -131,12 +137,8 @@ class Bench:
                                                             f"{names[r.name]}-group", r.java_config),
                         timeout=a.tool_timeout)
         for r in self.content_routes:
-            kt.run_tool(kt.PRODUCER_PERF, *kt.json_producer_args(r.bootstrap, json_names[r.name], json_records,
-                                                                 self.payloads, r.java_config),
-                        timeout=a.tool_timeout)
-            kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(r.bootstrap, json_names[r.name], json_records,
-                                                            f"{json_names[r.name]}-group", r.java_config),
-                        timeout=a.tool_timeout)
+            self._produce_json(r, json_names[r.name], json_records)
+            self._consume(r, json_names[r.name], json_records)
         self.topics.delete([*names.values(), *json_names.values()])
 
     def close(self) -> None:
@@ -198,13 +200,16 @@ class Bench:
         topics = {r.name: f"bench-content.{round_no}-{r.name}" for r in order}
         self.topics.create(list(topics.values()))
         for r in order:
-            self.measure("produce-json", r, round_no, lambda r=r: kt.parse_producer(kt.run_tool(
-                kt.PRODUCER_PERF, *kt.json_producer_args(r.bootstrap, topics[r.name], a.json_records, self.payloads,
-                                                         r.java_config),
-                timeout=a.tool_timeout).stdout, self.payload_size))
+            self.measure("produce-json", r, round_no,
+                         lambda r=r: self._produce_json(r, topics[r.name], a.json_records))
         for r in order:
             self.measure("consume-json", r, round_no, lambda r=r: self._consume(r, topics[r.name], a.json_records))
         self.topics.delete(list(topics.values()))
+
+    def _produce_json(self, route: Route, topic: str, records: int) -> dict:
+        out = kt.run_tool(kt.PRODUCER_PERF, *kt.json_producer_args(
+            route.bootstrap, topic, records, self.payloads, route.java_config), timeout=self.args.tool_timeout)
+        return kt.parse_producer(out.stdout, self.payload_size)
 
     def _consume(self, route: Route, topic: str, records: int) -> dict:
         out = kt.run_tool(kt.CONSUMER_PERF, *kt.consumer_args(
@@ -243,7 +248,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tool-timeout", type=float, default=300, help="seconds before a tool run fails")
     # The product's default, not the test harness's shorter interval: every flush is a write to
     # the store, and its cost is mostly per write.
-    p.add_argument("--audit-flush-ms", type=int, default=AuditConfig().flush_interval_ms,
+    p.add_argument("--audit-flush-ms", type=int, default=AUDIT_FLUSH_MS,
                    help="the audited gateways' audit.flush_interval_ms")
     p.add_argument("--foundation", default=foundation.DEFAULT_REF,
                    help="git ref of the pass-through gateway to compare with ('none' to skip)")
@@ -291,9 +296,8 @@ def main(argv=None) -> int:
             gateways.append(passthrough)
             routes.append(Route("foundation", f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
-        # Every gateway keeps an audit trail (SQLite, a digest of each produce's records) but the
-        # one that shows what auditing costs.
-        audited = {"capture": "digest", "flush_interval_ms": args.audit_flush_ms}
+        # Every gateway keeps an audit trail but the one that shows what auditing costs.
+        audited = audit_section(args.audit_flush_ms)
         variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl", audited),
                     (report.UNAUDITED, "gateway, SCRAM-SHA-512 upstream, audit off", "sasl", {"enabled": False})]
         if not args.no_plain_upstream:
