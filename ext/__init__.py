@@ -36,6 +36,7 @@ ResponseScanner = _frames.ResponseScanner
 parse_request_header = _frames.parse_request_header
 read_uvarint = _frames.read_uvarint
 write_uvarint = _frames.write_uvarint
+unfilled_bytearray = _frames.unfilled_bytearray
 
 NONE = _records.NONE
 GZIP = _records.GZIP
@@ -90,5 +91,6 @@ __all__ = [
     "read_batches",
     "read_produce_request",
     "read_uvarint",
+    "unfilled_bytearray",
     "write_uvarint",
 ]

@@ -34,4 +34,6 @@ def parse_request_header(
     """(api_key, api_version, correlation_id, client_id, body_offset) of the payload buf[offset:end]."""
 
 def read_uvarint(buf: Buffer, offset: int) -> tuple[int, int]: ...
+def unfilled_bytearray(size: int) -> bytearray:
+    """A bytearray of `size` bytes, not zeroed: only where every byte is written before it is read."""
 def write_uvarint(value: int) -> bytes: ...

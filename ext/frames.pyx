@@ -21,6 +21,7 @@
 # cython: language_level=3
 """Compiled twin of frames_py.py: finds Kafka frames and reads request headers in place."""
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int16_t, int32_t, int64_t, uint16_t, uint32_t
 
@@ -37,6 +38,7 @@ __all__ = [
     "ResponseScanner",
     "parse_request_header",
     "read_uvarint",
+    "unfilled_bytearray",
     "write_uvarint",
 ]
 
@@ -321,3 +323,9 @@ def write_uvarint(value):
         n += 1
     out[n] = v
     return (<char*>out)[:n + 1]
+
+
+def unfilled_bytearray(Py_ssize_t size):
+    if size < 0:
+        raise ValueError(f"a size is not negative: {size}")
+    return PyByteArray_FromStringAndSize(NULL, size)  # NULL: the bytes are left as allocated

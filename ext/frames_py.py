@@ -32,6 +32,7 @@ __all__ = [
     "ResponseScanner",
     "parse_request_header",
     "read_uvarint",
+    "unfilled_bytearray",
     "write_uvarint",
 ]
 
@@ -281,3 +282,11 @@ def write_uvarint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def unfilled_bytearray(size: int) -> bytearray:
+    """A bytearray of `size` bytes for a reader to fill. The compiled twin leaves them as the
+    allocator gives them, which is only safe where every byte is written before it is read."""
+    if size < 0:
+        raise ValueError(f"a size is not negative: {size}")
+    return bytearray(size)

@@ -4,10 +4,13 @@ Small frames are read many at a time into one reusable buffer. A frame larger th
 gets a buffer of its own, exactly the frame's size, handed on whole once complete. From an
 untrusted peer that buffer grows by doubling as the bytes arrive, so a client that only
 announces a large size costs nothing; the broker's announced size is allocated at once.
-Unconsumed bytes always start at offset 0.
+Unconsumed bytes always start at offset 0. A frame's own buffer is not zeroed first: it is
+never larger than the frame, and is handed on only once every byte of it has been read in.
 """
 
 from __future__ import annotations
+
+from brokerguard._native import unfilled_bytearray
 
 
 class FrameBuffer:
@@ -38,7 +41,7 @@ class FrameBuffer:
         elif pending_size > len(self._reusable):
             if self.buf is self._reusable or self.end == len(self.buf):
                 size = pending_size if self._trusted else min(pending_size, 2 * max(len(self.buf), remaining))
-                own = bytearray(size)
+                own = unfilled_bytearray(size)
                 own[:remaining] = memoryview(self.buf)[consumed_to : self.end]
                 self.buf = own
                 self.end = remaining

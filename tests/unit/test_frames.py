@@ -193,6 +193,16 @@ def test_cython_twin_is_the_compiled_extension():
     assert issubclass(FrameError, ValueError)
 
 
+def test_unfilled_bytearray_is_a_writable_buffer_of_the_size(twin):
+    buffer = twin.unfilled_bytearray(70000)
+    assert type(buffer) is bytearray and len(buffer) == 70000
+    buffer[-3:] = b"end"
+    assert buffer[-3:] == b"end"
+    assert twin.unfilled_bytearray(0) == bytearray()
+    with pytest.raises(ValueError, match="not negative"):
+        twin.unfilled_bytearray(-1)
+
+
 @pytest.mark.parametrize("env, expected", [(None, "cython"), ("1", "python")])
 def test_package_chooses_once_by_environment(env, expected):
     environ = {k: v for k, v in os.environ.items() if k != "BROKERGUARD_NO_EXTENSIONS"}
