@@ -5,7 +5,7 @@ Each function is inlined where it is used, so the compiled walkers pay no call f
 The grammar they accept is written out at the top of jsonmask.pyx.
 """
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcpy
 
 
 cdef inline bint _plain(unsigned char c) noexcept nogil:
@@ -169,23 +169,33 @@ cdef inline Py_ssize_t _number(const unsigned char* p, Py_ssize_t pos, Py_ssize_
 
 
 cdef inline Py_ssize_t _literal(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n) noexcept nogil:
-    cdef const char* word
+    cdef const unsigned char* word
     cdef Py_ssize_t size
     if p[pos] == 0x74:
-        word = b"true"
+        word = <const unsigned char*>b"true"
         size = 4
     elif p[pos] == 0x66:
-        word = b"false"
+        word = <const unsigned char*>b"false"
         size = 5
     else:
-        word = b"null"
+        word = <const unsigned char*>b"null"
         size = 4
-    if n - pos >= size and memcmp(p + pos, word, size) == 0:
+    if n - pos >= size and _same(p + pos, word, size):
         return pos + size
     return -1
 
 
 # Keys
+
+
+cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_t size) noexcept nogil:
+    """memcmp(a, b, size) == 0 without a call into libc: keys, enum texts and literals are short,
+    and a document compares several per record."""
+    cdef Py_ssize_t i
+    for i in range(size):
+        if a[i] != b[i]:
+            return False
+    return True
 
 
 cdef inline uint32_t _hex4(const unsigned char* p) noexcept nogil:
@@ -255,7 +265,7 @@ cdef inline bint _escaped_key_is(const unsigned char* key, Py_ssize_t size, cons
             buf[2] = 0x80 | ((code >> 6) & 0x3F)
             buf[3] = 0x80 | (code & 0x3F)
             k = 4
-        if name_size - j < k or memcmp(name + j, buf, k) != 0:
+        if name_size - j < k or not _same(name + j, buf, k):
             return False
         j += k
     return j == name_size

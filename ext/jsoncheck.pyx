@@ -16,9 +16,9 @@ from cpython.object cimport PyObject
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, strtod
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
-from json_tokens cimport _escaped_key_is, _hex4, _literal, _string, _ws
+from json_tokens cimport _escaped_key_is, _hex4, _literal, _same, _string, _ws
 
 import jsonschema_rs
 import orjson
@@ -120,7 +120,25 @@ cdef inline bint _choice_is_text(const Choice* choice, const unsigned char* body
         return False
     if escaped:
         return _escaped_key_is(body, size, choice.text, choice.size)
-    return choice.size == size and memcmp(choice.text, body, size) == 0
+    return choice.size == size and _same(choice.text, body, size)
+
+
+cdef inline Py_ssize_t _property(const Plan* plan, const Node* s, const unsigned char* key, Py_ssize_t size,
+                                 bint escaped, Py_ssize_t start) noexcept nogil:
+    """The index of s's property named by the key between its quotes, or -1. The search starts at
+    `start` and wraps around: keys tend to come in the order of the schema's properties, so
+    starting after the last match mostly finds the next one first."""
+    cdef Py_ssize_t first = s.property_first, end = s.property_first + s.property_count, i = start, k
+    cdef const Property* prop
+    for k in range(s.property_count):
+        prop = &plan.properties[i]
+        if (_escaped_key_is(key, size, prop.name, prop.size) if escaped
+                else prop.size == size and _same(prop.name, key, size)):
+            return i
+        i += 1
+        if i == end:
+            i = first
+    return -1
 
 
 cdef bint _text_passes(const Plan* plan, Py_ssize_t text, const unsigned char* p, Py_ssize_t start,
@@ -271,7 +289,7 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
     cdef unsigned char c
     cdef const Node* s = NULL
     cdef const Property* prop
-    cdef Py_ssize_t key_end, size, count, i
+    cdef Py_ssize_t key_end, size, count, i, hint
     cdef uint64_t seen
     cdef bint escaped
     cdef int child
@@ -332,6 +350,7 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
             return FAIL
         return pos
     seen = 0
+    hint = s.property_first if s != NULL else 0
     if pos < n and p[pos] == 0x7D:
         pos += 1
     else:
@@ -348,13 +367,12 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
             child = ANY
             if s != NULL:
                 child = s.additional
-                for i in range(s.property_first, s.property_first + s.property_count):
+                i = _property(plan, s, p + pos + 1, size, escaped, hint)
+                if i >= 0:
                     prop = &plan.properties[i]
-                    if (_escaped_key_is(p + pos + 1, size, prop.name, prop.size) if escaped
-                            else prop.size == size and memcmp(prop.name, p + pos + 1, size) == 0):
-                        child = prop.child
-                        seen |= prop.bit
-                        break
+                    child = prop.child
+                    seen |= prop.bit
+                    hint = i + 1 if i + 1 < s.property_first + s.property_count else s.property_first
             pos = _ws(p, key_end, n)
             if pos >= n or p[pos] != 0x3A:  # :
                 return FAIL

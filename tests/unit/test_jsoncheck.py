@@ -134,6 +134,12 @@ def test_schemas_it_leaves_to_the_full_validator(schema):
     (GOOD_ORDER.replace(b'"card"', b'"c\\u0061rd"'), True),  # keys are compared decoded
     (GOOD_ORDER.replace(b'"EUR"', b'"\\u0045UR"'), True),  # and enum texts too
     (GOOD_ORDER[:-1], False), (GOOD_ORDER + b"x", False), (b"[]", False), (b"", False),
+    # Keys in any order, unknown ones between, a repeated one (the last counts, as orjson reads it):
+    # the property search starts after the last match and must still find every property.
+    (b'{"card": {"number": 1}, "x": 0, "currency": "USD", "amount": 1, "id": 2}', True),
+    (b'{"amount": 1, "id": 2, "note": "a", "card": {"number": 1}, "currency": "USD"}', True),
+    (b'{"id": 1, "amount": 1, "currency": "USD", "card": {"number": 1}, "id": "one"}', False),
+    (b'{"card": {"number": 1}, "currency": "USD", "amount": 1}', False),
 ])
 def test_order_documents(data, passes):
     fast, exact = answers(ORDER, data)
