@@ -16,6 +16,11 @@ class SchemaCheck:
         """True only if data is JSON that orjson parses and the schema accepts. False means
         invalid or not sure (see jsoncheck.pyx): the caller asks the full validator."""
 
+    @property
+    def native_check_value(self) -> object | None:
+        """A capsule holding the C function by which Records.values_pass checks a batch's values
+        in place, its context this check's plan (see value_check.pxd); None in the pure-Python
+        twin."""
     def passes_all(self, values: list[bytes | None], allow_none: bool) -> bool:
         """passes for each item of values, in one call; a None passes if allow_none. An item
         that is not bytes does not pass."""

@@ -13,12 +13,14 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.object cimport PyObject
+from cpython.pycapsule cimport PyCapsule_New, PyCapsule_SetContext
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, strtod
 from libc.string cimport memchr, memcpy, memset
 
 from json_tokens cimport _escaped_key_is, _hex4, _literal, _same, _string, _ws
+from value_check cimport CHECK_CAPSULE
 
 import jsonschema_rs
 import orjson
@@ -398,6 +400,11 @@ cdef inline bint _passes(const Plan* plan, const unsigned char* p, Py_ssize_t n)
     return pos >= 0 and _ws(p, pos, n) == n
 
 
+cdef bint _check_value(const void* context, const unsigned char* p, Py_ssize_t n) noexcept:
+    """The CheckValue of value_check.pxd: context is a SchemaCheck's plan."""
+    return _passes(<const Plan*>context, p, n)
+
+
 @cython.final
 cdef class SchemaCheck:
     """Whether JSON documents surely pass a schema. Build with `compile_check`; see jsoncheck.pyi."""
@@ -492,6 +499,13 @@ cdef class SchemaCheck:
         if not PyBytes_Check(data):
             raise TypeError(f"a document is bytes, not {type(data).__name__}")
         return _passes(&self.plan, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+
+    @property
+    def native_check_value(self):
+        """The record core checks a batch's values in place through this (see value_check.pxd)."""
+        capsule = PyCapsule_New(<void*>_check_value, CHECK_CAPSULE, NULL)
+        PyCapsule_SetContext(capsule, <void*>&self.plan)
+        return capsule
 
     def passes_all(self, list values, bint allow_none):
         cdef Py_ssize_t i

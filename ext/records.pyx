@@ -42,6 +42,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memset
 
 from big_endian cimport _i16, _i32, _i64, _put_u16, _put_u32, _put_u64, _u32
+from value_check cimport CHECK_CAPSULE, CheckValue
 from value_mask cimport CAPSULE, PLAIN_CAPSULE, VALUE_KEPT, VALUE_MASKED, MaskOutput, MaskPlain, MaskValue
 
 import struct
@@ -636,6 +637,25 @@ cdef class Records:
             else:
                 out.append(PyBytes_FromStringAndSize(<char*>self.data + span.value, span.value_length))
         return out
+
+    def values_pass(self, check, bint allow_none):
+        cdef object capsule = getattr(check, "native_check_value", None)
+        cdef CheckValue check_value
+        cdef const void* context
+        cdef Span* span
+        cdef Py_ssize_t index
+        if capsule is None or not PyCapsule_IsValid(capsule, CHECK_CAPSULE):
+            return check.passes_all(self.values(), allow_none)
+        check_value = <CheckValue>PyCapsule_GetPointer(capsule, CHECK_CAPSULE)
+        context = PyCapsule_GetContext(capsule)
+        for index in range(self.count):
+            span = self.spans + index
+            if span.value_length < 0:
+                if not allow_none:
+                    return False
+            elif not check_value(context, self.data + span.value, span.value_length):
+                return False
+        return True
 
     def headers(self):
         # Checked by decode: nothing here can run past its record.

@@ -273,6 +273,9 @@ class Records:
             for at, length in zip(self._value_data_ats, self._value_lengths)
         ]
 
+    def values_pass(self, check, allow_none: bool) -> bool:
+        return check.passes_all(self.values(), allow_none)
+
     def headers(self) -> list:
         data = self._data
         out = []

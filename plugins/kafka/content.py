@@ -112,20 +112,23 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
             parts.append(batch.raw)
             continue
         records = batch.decode(max_uncompressed)
-        values = records.values()
-        # Keys and headers become Python objects only where a check reads them.
-        keys = records.keys() if any(v.reads_keys for v in wanted.validations) else None
-        headers = records.headers() if any(v.reads_headers for v in wanted.validations) else None
-        sizes = records.sizes() if any(v.max_record_bytes is not None for v in wanted.validations) else None
+        # Records become Python objects only where a check or the general masking path reads
+        # them: a batch whose values a native check passes where they lie makes none.
+        values = keys = headers = None
         errors: dict[int, str] = {}
         dead_letter: dict[int, tuple[str, str]] = {}  # index -> (dead-letter topic, validation)
-        for validation in wanted.validations:
-            for at, message in validation.check(keys, values, headers, sizes):
-                if at in errors:
-                    continue
-                errors[at] = message
-                if validation.dead_letter is not None:
-                    dead_letter[at] = (validation.dead_letter, validation.name)
+        if not all(validation.passes_in_place(records) for validation in wanted.validations):
+            values = records.values()
+            keys = records.keys() if any(v.reads_keys for v in wanted.validations) else None
+            headers = records.headers() if any(v.reads_headers for v in wanted.validations) else None
+            sizes = records.sizes() if any(v.max_record_bytes is not None for v in wanted.validations) else None
+            for validation in wanted.validations:
+                for at, message in validation.check(keys, values, headers, sizes):
+                    if at in errors:
+                        continue
+                    errors[at] = message
+                    if validation.dead_letter is not None:
+                        dead_letter[at] = (validation.dead_letter, validation.name)
         rejected = {at: message for at, message in errors.items() if at not in dead_letter}
         new_values = values
         whole = None  # the masked batch, made in one pass where no record needs the general path
@@ -133,6 +136,7 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
             if wanted.mask.batch_masker is not None and not errors:
                 whole = batch.with_masked_values(records, wanted.mask.batch_masker)
             if whole is None:
+                values = records.values() if values is None else values
                 new_values, failures = wanted.mask.mask_values(values)
                 for at, reason in failures:
                     rejected.setdefault(at, f"cannot be masked, so it is not written: {reason}")
@@ -165,7 +169,7 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
             changed = True
         else:
             parts.append(batch.raw)
-        base += len(values)
+        base += len(records)
     for dlq, record in dead:
         out.dead.setdefault(dlq, []).append(record)
         sources = out.dead_from.setdefault(dlq, [])

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from fuzzing import random_inputs
 
 import brokerguard._native as native
-from brokerguard._native import jsoncheck, jsoncheck_py
+from brokerguard._native import jsoncheck, jsoncheck_py, records, records_py
 
 RANDOM = random_inputs(400)
 
@@ -227,6 +227,29 @@ def test_passes_all():
     ]:
         assert fast.passes_all(values, allow_none) is expected
         assert twin.passes_all(values, allow_none) is expected
+
+
+@pytest.mark.parametrize("records_twin", [records, records_py], ids=["cython-records", "python-records"])
+@pytest.mark.parametrize("check_twin", [jsoncheck, jsoncheck_py], ids=["cython-check", "python-check"])
+def test_values_pass_reads_the_batch_as_passes_all_reads_its_values(records_twin, check_twin):
+    """The record core checks a decoded batch's values where they lie (the compiled twins through
+    the value_check.pxd capsule); it answers what passes_all answers on the values as a list."""
+    fast = check_twin.compile_check(ORDER)
+    bad = [b"{}", GOOD_ORDER[:-1], GOOD_ORDER.replace(b"12.5", b"-1"), b"\xff", b""]
+    cases = [[GOOD_ORDER] * 5, [GOOD_ORDER, None, GOOD_ORDER], [None], []]
+    cases += [[GOOD_ORDER] * at + [value] + [GOOD_ORDER] * 2 for at in (0, 3) for value in bad]
+    for values in cases:
+        batch_bytes = records_twin.encode_batch([None] * len(values), values, [[] for _ in values],
+                                                list(range(len(values))))
+        (batch,), _ = records_twin.read_batches(batch_bytes, 1 << 20)
+        decoded = batch.decode(1 << 20)
+        for allow_none in (False, True):
+            expected = fast.passes_all(values, allow_none)
+            assert decoded.values_pass(fast, allow_none) is expected, (values, allow_none)
+    if check_twin is jsoncheck:
+        assert fast.native_check_value is not None
+    else:
+        assert fast.native_check_value is None
 
 
 def test_passes_takes_bytes():

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from brokerguard._native import encode_batch, read_batches
 from brokerguard.content import ContentSpecError, Validation, compile_validation
 from brokerguard.content.validation import _size
 
@@ -235,6 +236,39 @@ def test_the_whole_batch_pass_agrees_with_record_by_record(values, allow_null, w
     record_by_record = [(index, message) for index, value in enumerate(values)
                         if (message := validation._record(None, value, None)) is not None]
     assert found == record_by_record
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(values=st.lists(st.one_of(st.none(), st.sampled_from([b'{"amount": 1}', b'{"amount": "x"}', b"{", b"[]",
+                                                                b'{"amount": 2.5, "n": null}', b"\xff"])),
+                       min_size=1, max_size=8),
+       allow_null=st.booleans())
+def test_a_batch_passed_in_place_has_nothing_to_report(values, allow_null):
+    """passes_in_place reads the decoded batch where it lies; a True must mean check() finds
+    nothing, and every batch check() finds nothing in passes in place (the schema is one the
+    native check reads exactly)."""
+    spec = {"value": {"json": True, "allow_null": allow_null, "schema": {
+        "type": "object", "required": ["amount"], "properties": {"amount": {"type": "number"}}}}}
+    check = compile_validation("v", spec, ".")
+    (batch,), _ = read_batches(encode_batch([None] * len(values), values, [[] for _ in values],
+                                            list(range(len(values)))), 1 << 20)
+    assert check.passes_in_place(batch.decode(1 << 20)) is (check.check(None, values) == [])
+
+
+def test_only_value_checks_by_a_native_schema_check_pass_in_place():
+    """Keys, headers, sizes, syntax-only and schemas the native check cannot read are told by check()."""
+    good = b'{"amount": 1}'
+    (batch,), _ = read_batches(encode_batch([None], [good], [[]], [0]), 1 << 20)
+    records = batch.decode(1 << 20)
+    schema = {"type": "object", "properties": {"amount": {"type": "number"}}}
+    assert compile_validation("v", {"value": {"schema": schema}}, ".").passes_in_place(records)
+    for spec in ({"value": {"schema": schema}, "key": {"json": False}},
+                 {"value": {"schema": schema}, "required_headers": ["trace-id"]},
+                 {"value": {"schema": schema}, "max_record_bytes": 100},
+                 {"value": {"json": True}},
+                 {"value": {"schema": {"anyOf": [schema, {"type": "string"}]}}},
+                 {"required_headers": ["trace-id"]}):
+        assert not compile_validation("v", spec, ".").passes_in_place(records), spec
 
 
 def test_the_native_check_comes_first_where_it_reads_the_schema():
