@@ -128,9 +128,10 @@ cdef inline bint _choice_is_text(const Choice* choice, const unsigned char* body
 cdef inline Py_ssize_t _property(const Plan* plan, const Node* s, const unsigned char* key, Py_ssize_t size,
                                  bint escaped, Py_ssize_t start) noexcept nogil:
     """The index of s's property named by the key between its quotes, or -1. The search starts at
-    `start` and wraps around: keys tend to come in the order of the schema's properties, so
-    starting after the last match mostly finds the next one first."""
-    cdef Py_ssize_t first = s.property_first, end = s.property_first + s.property_count, i = start, k
+    `start` (the end of s's properties: the first) and wraps around: keys tend to come in the
+    order of the schema's properties, so starting after the last match mostly finds the next one."""
+    cdef Py_ssize_t first = s.property_first, end = s.property_first + s.property_count, k
+    cdef Py_ssize_t i = start if start < end else first
     cdef const Property* prop
     for k in range(s.property_count):
         prop = &plan.properties[i]
@@ -374,7 +375,7 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
                     prop = &plan.properties[i]
                     child = prop.child
                     seen |= prop.bit
-                    hint = i + 1 if i + 1 < s.property_first + s.property_count else s.property_first
+                    hint = i + 1
             pos = _ws(p, key_end, n)
             if pos >= n or p[pos] != 0x3A:  # :
                 return FAIL
