@@ -150,6 +150,8 @@ def test_order_documents(data, passes):
     ({"type": "string"}, b'"\\ud800"'),  # a lone surrogate: orjson refuses it
     ({"type": "string"}, b'"\\udc00\\ud800"'),
     ({"type": "object"}, b'{"\\ud800": 1}'),
+    ({"type": "object"}, b'{"a": "\\ud800"}'),  # the same in a member or an item the schema says nothing of
+    ({"type": "array"}, b'["x", "\\udc00"]'),
     ({"type": "number"}, b"1e400"),  # infinite as a double: orjson refuses it
     ({"type": "number"}, b"-1e400"),
     ({"type": "number", "maximum": 9007199254740992}, b"9007199254740993"),  # beyond a double
