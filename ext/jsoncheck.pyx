@@ -157,19 +157,24 @@ cdef bint _text_passes(const Plan* plan, Py_ssize_t text, const unsigned char* p
         return False
 
 
+cdef inline Py_ssize_t _string_token(const unsigned char* p, Py_ssize_t pos, Py_ssize_t n,
+                                     bint* escaped) noexcept nogil:
+    """Past the string token at pos (its opening quote), or FAIL: orjson refuses lone surrogates."""
+    cdef Py_ssize_t end = _string(p, pos + 1, n, escaped)
+    if end < 0 or (escaped[0] and _lone_surrogate(p, pos + 1, end - 1)):
+        return FAIL
+    return end
+
+
 cdef Py_ssize_t _string_value(const Plan* plan, int node, const unsigned char* p, Py_ssize_t pos,
                               Py_ssize_t n) noexcept:
     cdef bint escaped = False
-    cdef Py_ssize_t end = _string(p, pos + 1, n, &escaped), size, count, i
+    cdef Py_ssize_t end = _string_token(p, pos, n, &escaped), size, count, i
     cdef const unsigned char* body = p + pos + 1
     cdef const Node* s
-    if end < 0:
-        return FAIL
-    size = end - pos - 2
-    if escaped and _lone_surrogate(p, pos + 1, end - 1):
-        return FAIL
-    if node == ANY:
+    if end < 0 or node == ANY:
         return end
+    size = end - pos - 2
     s = &plan.nodes[node]
     if not s.types & T_STRING:
         return FAIL
@@ -291,13 +296,9 @@ cdef inline Py_ssize_t _member(const Plan* plan, int node, const unsigned char* 
     """_value for an object's member or an array's item. A string the schema says nothing of (most
     of a typical document's bytes) is read here, saving a recursive call per string."""
     cdef bint escaped = False
-    cdef Py_ssize_t end
     if node != ANY or pos >= n or p[pos] != 0x22:
         return _value(plan, node, p, pos, n, depth)
-    end = _string(p, pos + 1, n, &escaped)
-    if end < 0 or (escaped and _lone_surrogate(p, pos + 1, end - 1)):
-        return FAIL
-    return end
+    return _string_token(p, pos, n, &escaped)
 
 
 cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ssize_t pos,

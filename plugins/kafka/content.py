@@ -117,12 +117,13 @@ def _check_partition(out: ProduceContent, topic: str, index: int, view: memoryvi
         values = keys = headers = None
         errors: dict[int, str] = {}
         dead_letter: dict[int, tuple[str, str]] = {}  # index -> (dead-letter topic, validation)
-        if not all(validation.passes_in_place(records) for validation in wanted.validations):
+        unsure = [validation for validation in wanted.validations if not validation.passes_in_place(records)]
+        if unsure:
             values = records.values()
-            keys = records.keys() if any(v.reads_keys for v in wanted.validations) else None
-            headers = records.headers() if any(v.reads_headers for v in wanted.validations) else None
-            sizes = records.sizes() if any(v.max_record_bytes is not None for v in wanted.validations) else None
-            for validation in wanted.validations:
+            keys = records.keys() if any(v.reads_keys for v in unsure) else None
+            headers = records.headers() if any(v.reads_headers for v in unsure) else None
+            sizes = records.sizes() if any(v.max_record_bytes is not None for v in unsure) else None
+            for validation in unsure:
                 for at, message in validation.check(keys, values, headers, sizes):
                     if at in errors:
                         continue
