@@ -82,8 +82,9 @@ class InFlight:
         self.api_version = api_version
         self.local = local
         self.merge = merge
-        # rewrites the response frame undecoded: (the new frame or None if unchanged, no error in it)
-        self.recast: Callable[[memoryview], tuple[bytes | None, bool]] | None = None
+        # rewrites the response frame undecoded: (the new frame as chunks or None if unchanged,
+        # no error in it)
+        self.recast: Callable[[memoryview], tuple[list | None, bool]] | None = None
         self.throttle_s = throttle_s
         self.audit = audit
 
@@ -506,7 +507,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
 
     def _fetch_recast(self, obligations: dict[str, Obligations],
-                      version: int) -> Callable[[memoryview], tuple[bytes | None, bool]] | None:
+                      version: int) -> Callable[[memoryview], tuple[list | None, bool]] | None:
         """Masks the fetched records of topics with a mask obligation in the response frame
         itself: what _fetch_merge does when nothing else needs the response decoded."""
         masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
@@ -519,7 +520,7 @@ class ClientConnection(asyncio.BufferedProtocol):
         def topic_name(topic: str | bytes) -> str | None:
             return topic if type(topic) is str else names.name(topic)
 
-        def recast(frame: memoryview) -> tuple[bytes | None, bool]:
+        def recast(frame: memoryview) -> tuple[list | None, bool]:
             return content.mask_fetch_frame(frame, version, masks, topic_name, max_uncompressed, unmaskable)
 
         return recast
@@ -725,7 +726,7 @@ class ClientConnection(asyncio.BufferedProtocol):
                 rewritten = self._recast(request, source.frame(frame_start, frame_end))
                 if rewritten is not None:  # else the broker's bytes go on with the rest of the read
                     out.append(source.take(segment, frame_start))
-                    out.append(rewritten)
+                    out += rewritten
                     segment = frame_end
             elif request.merge is not None or (request.api_key, request.api_version) in decoded:
                 rewritten = adapter.rewriter.response(request.api_key, request.api_version,
@@ -755,16 +756,16 @@ class ClientConnection(asyncio.BufferedProtocol):
         if not in_flight and not self._backlog:
             self._idle.set()
 
-    def _recast(self, request: InFlight, frame: memoryview) -> bytes | None:
-        """A response frame rewritten undecoded by request.recast (None: unchanged), its audit
-        event finished."""
+    def _recast(self, request: InFlight, frame: memoryview) -> list | None:
+        """A response frame rewritten undecoded by request.recast, as chunks (None: unchanged),
+        its audit event finished."""
         try:
             rewritten, clean = request.recast(frame)  # type: ignore[misc]
         except ValueError as err:
             raise ProtocolError("upstream", f"bad Fetch response: {err}") from err
         if request.audit is not None:
             errors = {} if clean else audit.response_errors(
-                request.api_key, request.api_version, frame if rewritten is None else memoryview(rewritten))
+                request.api_key, request.api_version, frame if rewritten is None else memoryview(b"".join(rewritten)))
             self._audit.emit(audit.finish(request.audit, errors=errors,  # type: ignore[union-attr]
                                           outcome=None if errors is not None else "unreadable_response"))
         return rewritten

@@ -316,18 +316,18 @@ def mask_fetch(response: dict, masks: Mapping[str, Any], topic_name, max_uncompr
                 on_unmaskable(name, partition.get("partition_index"), f"record batch unreadable: {err}")
                 continue
             if masked is not None:
-                partition["records"] = masked
+                partition["records"] = b"".join(masked)
 
 
 def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], topic_name,
-                     max_uncompressed: int, on_unmaskable) -> tuple[bytes | None, bool]:
+                     max_uncompressed: int, on_unmaskable) -> tuple[list | None, bool]:
     """mask_fetch on a Fetch response frame (size prefix included) without decoding it: the new
-    frame (None when nothing changed), and whether every error code in it is zero (the audit
+    frame as chunks to write one after the other (None when nothing changed), and whether every error code in it is zero (the audit
     trail then needs no second walk). `topic_name` gets a partition's topic as the frame has it,
     a name or an id. Raises Truncated (a ValueError) for a frame that is not a whole Fetch
     response."""
     error, partitions = fetchrecords.partitions(frame, version)
-    records: dict[int, bytes | None] = {}
+    records: dict[int, list | None] = {}
     errors: dict[int, int] = {}
     for at, partition in enumerate(partitions):
         name = topic_name(partition.topic)
@@ -349,8 +349,9 @@ def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], 
     return fetchrecords.rebuilt(frame, version, records, errors, partitions), clean
 
 
-def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_unmaskable) -> bytes | None:
-    """The masked records, or None when they are unchanged (no value masked, no partial batch)."""
+def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_unmaskable) -> list | None:
+    """The masked records as their batches, one bytes each, or None when they are unchanged (no
+    value masked, no partial batch)."""
     batches, consumed = read_batches(records, max_uncompressed)
     changed = consumed != len(records)
     masker = profile.batch_masker
@@ -374,28 +375,32 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
             whole = batch.with_values(decoded, masked) if any(a is not b for a, b in zip(masked, values)) else batch.raw
         changed = changed or whole is not batch.raw
         parts.append(whole)
-    return b"".join(parts) if changed else None
+    return parts if changed else None
 
 
 def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list[tuple]:
     """Each batch decoded and, where that can be done, masked in one pass: (records, masked
-    bytes or None); (None, None) for a control batch. Of a large run, the second half on the
-    helper thread, where the masker runs without the GIL."""
-    half = len(batches) // 2 if large and getattr(masker, "native_mask_plain", None) is not None else 0
-    if not half:
-        return _one_pass(batches, masker, max_uncompressed)
-    later = _helper().submit(_one_pass, batches[half:], masker, max_uncompressed)
-    return _one_pass(batches[:half], masker, max_uncompressed) + later.result()
+    bytes or None); (None, None) for a control batch. A large run is shared with the helper
+    thread, where the masker runs without the GIL: both take the next batch until none is left,
+    so neither waits on a fixed half while the other is busy or not yet awake."""
+    out: list[tuple] = [(None, None)] * len(batches)
+    pending = iter(range(len(batches)))
 
+    def work() -> None:
+        for at in pending:  # one iterator shared by both threads: each batch is taken once
+            batch = batches[at]
+            if not batch.is_control:
+                decoded = batch.decode(max_uncompressed)
+                out[at] = (decoded, batch.with_masked_values(decoded, masker))
 
-def _one_pass(batches: list, masker: Any, max_uncompressed: int) -> list[tuple]:
-    out: list[tuple] = []
-    for batch in batches:
-        if batch.is_control:
-            out.append((None, None))
-            continue
-        decoded = batch.decode(max_uncompressed)
-        out.append((decoded, batch.with_masked_values(decoded, masker)))
+    if large and len(batches) > 1 and getattr(masker, "native_mask_plain", None) is not None:
+        helping = _helper().submit(work)
+        try:
+            work()
+        finally:
+            helping.result()
+    else:
+        work()
     return out
 
 

@@ -3,7 +3,7 @@
 Masking a Fetch response changes only its record sets (and, for a batch that cannot be read, a
 partition's error code). Decoding the whole response into dicts and encoding it again would copy
 every record twice more to change nothing else; here the frame is walked once for where each
-partition's records lie, and the new frame is the old bytes with those spans swapped.
+partition's records lie, and the new frame is the old bytes with those spans swapped, as chunks.
 
 Covers the versions the gateway offers (rewrite.VERSION_CAPS); layout as in Kafka's
 FetchResponse.json. Anything else is the codec's.
@@ -90,24 +90,32 @@ def partitions(frame, version: int) -> tuple[int, list[Partition]]:
     return error, out
 
 
-def rebuilt(frame, version: int, records: dict[int, bytes | None], errors: dict[int, int],
-            parts: list[Partition]) -> bytes:
-    """The frame (size prefix included) with parts[i]'s records replaced by records[i] (None:
-    null) and its error code by errors[i]; every other byte as it was."""
+def rebuilt(frame, version: int, records: dict[int, list | None], errors: dict[int, int],
+            parts: list[Partition]) -> list:
+    """The frame (size prefix included) with parts[i]'s records replaced by the concatenation
+    of records[i] (None: null) and its error code by errors[i], every other byte as it was: as
+    a list of chunks for the transport's writelines, so the records are not copied into one
+    frame first. The frame's own bytes are copied out: it may lie in a buffer the next read
+    reuses."""
     flexible = version >= FLEXIBLE_FROM
     edits = []  # (start, end, what goes there instead), in frame order
     for i, data in records.items():
+        size = 0 if data is None else sum(map(len, data))
         if flexible:
-            size = write_uvarint(0 if data is None else len(data) + 1)
+            head = write_uvarint(0 if data is None else size + 1)
         else:
-            size = I32.pack(-1 if data is None else len(data))
-        edits.append((parts[i].records_at, parts[i].end, (size, data or b"")))
+            head = I32.pack(-1 if data is None else size)
+        edits.append((parts[i].records_at, parts[i].end, (head, *(data or ()))))
     edits += [(parts[i].error_at, parts[i].error_at + 2, (I16.pack(code),)) for i, code in errors.items()]
     edits.sort(key=lambda edit: edit[0])
-    chunks = []
+    chunks = [b""]  # the size prefix, set below
     pos = 4
     for start, end, pieces in edits:
-        chunks += (frame[pos:start], *pieces)
+        if start > pos:
+            chunks.append(bytes(frame[pos:start]))
+        chunks += pieces
         pos = end
-    chunks.append(frame[pos:])
-    return b"".join([I32.pack(sum(map(len, chunks))), *chunks])
+    if len(frame) > pos:
+        chunks.append(bytes(frame[pos:]))
+    chunks[0] = I32.pack(sum(map(len, chunks)))
+    return chunks

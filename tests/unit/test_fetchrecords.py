@@ -47,13 +47,16 @@ def test_a_rebuilt_frame_has_exactly_the_changes_asked_for(version, body, data):
     frame = response_frame(7, apis.FETCH, version, body)
     _, partitions = fetchrecords.partitions(memoryview(frame), version)
     chosen = data.draw(st.sets(st.integers(0, max(len(partitions) - 1, 0))) if partitions else st.just(set()))
-    records = {at: data.draw(st.one_of(st.none(), st.binary(max_size=300))) for at in chosen}
+    records = {at: data.draw(st.one_of(st.none(), st.lists(st.binary(max_size=300), max_size=3))) for at in chosen}
     errors = {at: data.draw(st.sampled_from([2, 87])) for at in chosen if data.draw(st.booleans())}
-    rebuilt = fetchrecords.rebuilt(memoryview(frame), version, records, errors, partitions)
+    source = bytearray(frame)
+    chunks = fetchrecords.rebuilt(memoryview(source), version, records, errors, partitions)
+    source[:] = bytes(len(source))  # the buffer a next read would reuse: the chunks must not share it
+    rebuilt = b"".join(chunks)
     expected = decoded(frame, version)
     flat = [partition for topic in expected["responses"] for partition in topic["partitions"]]
     for at, new in records.items():
-        flat[at]["records"] = new
+        flat[at]["records"] = None if new is None else b"".join(new)
     for at, code in errors.items():
         flat[at]["error_code"] = code
     assert decoded(rebuilt, version) == expected
