@@ -322,10 +322,10 @@ def mask_fetch(response: dict, masks: Mapping[str, Any], topic_name, max_uncompr
 def mask_fetch_frame(frame: memoryview, version: int, masks: Mapping[str, Any], topic_name,
                      max_uncompressed: int, on_unmaskable) -> tuple[list | None, bool]:
     """mask_fetch on a Fetch response frame (size prefix included) without decoding it: the new
-    frame as chunks to write one after the other (None when nothing changed), and whether every error code in it is zero (the audit
-    trail then needs no second walk). `topic_name` gets a partition's topic as the frame has it,
-    a name or an id. Raises Truncated (a ValueError) for a frame that is not a whole Fetch
-    response."""
+    frame as chunks to write one after the other (None when nothing changed), and whether every
+    error code in it is zero (the audit trail then needs no second walk). `topic_name` gets a
+    partition's topic as the frame has it, a name or an id. Raises Truncated (a ValueError) for
+    a frame that is not a whole Fetch response."""
     error, partitions = fetchrecords.partitions(frame, version)
     records: dict[int, list | None] = {}
     errors: dict[int, int] = {}
