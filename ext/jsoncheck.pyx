@@ -128,8 +128,9 @@ cdef inline bint _choice_is_text(const Choice* choice, const unsigned char* body
 cdef inline Py_ssize_t _property(const Plan* plan, const Node* s, const unsigned char* key, Py_ssize_t size,
                                  bint escaped, Py_ssize_t start) noexcept nogil:
     """The index of s's property named by the key between its quotes, or -1. The search starts at
-    `start` (the end of s's properties: the first) and wraps around: keys tend to come in the
-    order of the schema's properties, so starting after the last match mostly finds the next one."""
+    `start` (at the first property if `start` is past the last) and wraps around: keys tend to
+    come in the order of the schema's properties, so starting after the last match mostly finds
+    the next one."""
     cdef Py_ssize_t first = s.property_first, end = s.property_first + s.property_count, k
     cdef Py_ssize_t i = start if start < end else first
     cdef const Property* prop
