@@ -225,6 +225,14 @@ def _line(event: dict[str, Any]) -> str:
     payload = event.get("payload")
     if payload:
         line += f"  payload ({payload['capture']}): " + ", ".join(
-            f"{p['topic']}[{p['partition']}] {p['bytes']} B sha256:{p['sha256'][:12]}" for p in payload["partitions"])
+            f"{p['topic']}[{p['partition']}] {p['bytes']} B {_digest(p)}" for p in payload["partitions"])
     return line
 
+
+
+def _digest(partition: dict[str, Any]) -> str:
+    """A captured partition's digest, shortened, with the name of its hash."""
+    for name in ("blake3", "sha256"):
+        if name in partition:
+            return f"{name}:{partition[name][:12]}"
+    return "no digest"

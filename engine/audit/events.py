@@ -23,8 +23,9 @@ listing). `decision` sums them up: "allow", "deny" or "partial". `outcome` is "o
 "no_response" (acks=0), "unanswered" (the connection closed first) or "unreadable_response".
 `throttle_ms` is set when a rate limit held the response. `payload` holds what the rules' capture level keeps:
 {"capture": "digest"|"masked"|"full", "partitions": [{"topic", "partition", "records",
-"bytes", "sha256", "records_data": [{"offset_delta", "timestamp", "key", "value", "headers"}]}]}
-with keys and values base64-encoded (`records_data` only for masked and full).
+"bytes", "blake3"|"sha256" (audit.digest), "records_data": [{"offset_delta", "timestamp", "key",
+"value", "headers"}]}]} with keys and values base64-encoded (`records_data` only for masked and
+full).
 """
 
 from __future__ import annotations

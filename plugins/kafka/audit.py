@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import blake3
+
 from brokerguard._native import RecordError, read_batches
 from brokerguard.content import DetectorSet, compile_profile
 from brokerguard.operations import Decision, Resource
@@ -31,6 +33,7 @@ _NAME_KINDS = (("name", "topic"), ("topic", "topic"), ("topic_name", "topic"), (
                ("transactional_id", "transactional_id"), ("resource_name", "resource"), ("topic_id", "topic_id"))
 _PARTITION_KEYS = ("partition_index", "index", "partition")
 _API_NAMES = {key: spec.name for key, spec in codec.API_KEYS.items()}
+DIGESTS = {"blake3": blake3.blake3, "sha256": hashlib.sha256}  # audit.digest: its hash function
 
 
 def start(session: Session, seq: int, api_key: int, api_version: int, correlation_id: int) -> dict[str, Any]:
@@ -143,17 +146,19 @@ def response_errors(api_key: int, api_version: int, frame: memoryview) -> dict[s
 
 
 def produce_payload(capture: str, partitions: Iterable[tuple[str, int, Any]], masks: dict[str, Any],
-                    max_uncompressed: int) -> dict[str, Any] | None:
+                    max_uncompressed: int, digest: str = "blake3") -> dict[str, Any] | None:
     """What a Produce's records leave in its event at a capture level: per partition its size and
-    SHA-256 ("digest"), plus the records themselves ("masked": values through the topic's mask
-    profile, or every detector where it has none; "full": as sent). Keys and values base64."""
+    the hex digest of its records as sent, under the name of the hash (`digest`: "blake3" or
+    "sha256"), plus the records themselves ("masked": values through the topic's mask profile,
+    or every detector where it has none; "full": as sent). Keys and values base64."""
     if capture == "none":
         return None
+    hash_of = DIGESTS[digest]
     out = []
     for topic, index, data in partitions:
         view = memoryview(data)
         entry: dict[str, Any] = {"topic": topic, "partition": index, "bytes": len(view),
-                                 "sha256": hashlib.sha256(view).hexdigest()}
+                                 digest: hash_of(view).hexdigest()}
         if capture in ("masked", "full"):
             try:
                 entry["records_data"] = _records(view, masks.get(topic) or _detectors() if capture == "masked"

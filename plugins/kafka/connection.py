@@ -788,7 +788,8 @@ class ClientConnection(asyncio.BufferedProtocol):
         if level != "none":
             masks = {topic: o.mask for topic, o in obligations.items() if o.mask is not None}
             event["payload"] = audit.produce_payload(level, partitions, masks,
-                                                     self._pipeline.config.content.max_uncompressed_bytes)
+                                                     self._pipeline.config.content.max_uncompressed_bytes,
+                                                     settings.digest)
 
     def _audit_answered(self, body: dict, throttle_s: float) -> None:
         """The request being handled is answered by the gateway itself with body."""

@@ -186,7 +186,7 @@ def test_capture_keeps_what_rules_and_config_say(own_gateway, kafka):
     assert base64.b64decode(record["value"]) == b'{"card": "4111 1111 1111 1111"}'
     assert record["headers"] == [["trace", base64.b64encode(b"t-9").decode()]]
     assert record["timestamp"] == 1_700_000_000_123
-    assert len(partition["sha256"]) == 64
+    assert len(partition["blake3"]) == 64 and "sha256" not in partition  # the default digest
 
     [refused] = eventually(lambda: own_events(gateway, validated, "Produce"), bool)
     assert refused["outcome"] == "refused" and refused["errors"][f"topic:{validated}[0]"].startswith("INVALID_RECORD")

@@ -92,6 +92,7 @@ def test_the_incident(own_gateway, kafka, siem):
     session = listed[0]["session"]
     timeline = gateway.cli("sessions", "show", session).stdout
     assert f"logged in as {CONTRACTOR.name}" in timeline and "Produce" in timeline and "revoked" in timeline
+    assert f"payload (full): {evidence}[0] " in timeline and " blake3:" in timeline
     assert replay_session(gateway, kafka, session, sandbox, len(sent)) == sent
 
     # The SIEM is down for a while: alerts wait in the outbox, then arrive, each once.

@@ -39,6 +39,7 @@ def test_defaults_need_only_an_adapter_and_a_way_to_log_in():
         ("workers: 0\nkafka: {}", "`workers` must be at least 1"),
         ("{}", "no adapter is configured: add a `kafka` section"),
         ("kafka: [", "gw.yaml: not valid YAML"),
+        (IDENTITY + "kafka: {}\naudit: {digest: md5}", "Invalid enum value 'md5' - at `$.audit.digest`"),
     ],
 )
 def test_mistakes_name_the_key_and_why(text, message):
