@@ -229,7 +229,6 @@ def _line(event: dict[str, Any]) -> str:
     return line
 
 
-
 def _digest(partition: dict[str, Any]) -> str:
     """A captured partition's digest, shortened, with the name of its hash."""
     for name in ("blake3", "sha256"):
