@@ -44,11 +44,12 @@ from brokerguard.config import AuditConfig  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 AUDIT_FLUSH_MS = AuditConfig().flush_interval_ms
+AUDIT_DIGEST = AuditConfig().digest
 
 
-def audit_section(flush_ms: int = AUDIT_FLUSH_MS) -> dict:
+def audit_section(flush_ms: int = AUDIT_FLUSH_MS, digest: str = AUDIT_DIGEST) -> dict:
     """An audited gateway's audit config: SQLite, a digest of each produce's records."""
-    return {"capture": "digest", "flush_interval_ms": flush_ms}
+    return {"capture": "digest", "digest": digest, "flush_interval_ms": flush_ms}
 
 
 @dataclass
@@ -250,6 +251,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     # the store, and its cost is mostly per write.
     p.add_argument("--audit-flush-ms", type=int, default=AUDIT_FLUSH_MS,
                    help="the audited gateways' audit.flush_interval_ms")
+    p.add_argument("--audit-digest", default=AUDIT_DIGEST, choices=("blake3", "sha256"),
+                   help="the audited gateways' audit.digest")
     p.add_argument("--foundation", default=foundation.DEFAULT_REF,
                    help="git ref of the pass-through gateway to compare with ('none' to skip)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "bench")
@@ -297,7 +300,7 @@ def main(argv=None) -> int:
             routes.append(Route("foundation", f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
         # Every gateway keeps an audit trail but the one that shows what auditing costs.
-        audited = audit_section(args.audit_flush_ms)
+        audited = audit_section(args.audit_flush_ms, args.audit_digest)
         variants = [("gateway-scram", "gateway, SCRAM-SHA-512 upstream", "sasl", audited),
                     (report.UNAUDITED, "gateway, SCRAM-SHA-512 upstream, audit off", "sasl", {"enabled": False})]
         if not args.no_plain_upstream:
