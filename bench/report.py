@@ -105,8 +105,17 @@ def paired_ratios(runs: list[dict], tool: str, route: str, metric: str) -> dict 
     return _stats(ratios) if ratios else None
 
 
+def _over(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a / b
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def comparisons(summary: dict, routes: list[str], runs: list[dict] = ()) -> dict:
-    """Per gateway route: throughput ratios, added latencies, CPU per GB, against direct."""
+    """Per gateway route: throughput ratios, added latencies, CPU per GB, against direct (None
+    where a run measured no such thing: `--only content`)."""
     out = {}
     for route in routes:
         if route == DIRECT:
@@ -114,13 +123,13 @@ def comparisons(summary: dict, routes: list[str], runs: list[dict] = ()) -> dict
         m = lambda tool, metric, r=route: _median(summary, tool, r, metric)  # noqa: E731
         d = lambda tool, metric: _median(summary, tool, DIRECT, metric)  # noqa: E731
         out[route] = {
-            "produce_ratio": m("produce", "mb_per_s") / d("produce", "mb_per_s"),
-            "consume_ratio": m("consume", "mb_per_s") / d("consume", "mb_per_s"),
-            "e2e_added_avg_ms": m("e2e", "avg_ms") - d("e2e", "avg_ms"),
-            "e2e_added_p50_ms": m("e2e", "p50_ms") - d("e2e", "p50_ms"),
-            "e2e_added_p99_ms": m("e2e", "p99_ms") - d("e2e", "p99_ms"),
-            "probe_added_p50_ms": m("probe", "p50_ms") - d("probe", "p50_ms"),
-            "probe_added_p99_ms": m("probe", "p99_ms") - d("probe", "p99_ms"),
+            "produce_ratio": _over(m("produce", "mb_per_s"), d("produce", "mb_per_s")),
+            "consume_ratio": _over(m("consume", "mb_per_s"), d("consume", "mb_per_s")),
+            "e2e_added_avg_ms": _minus(m("e2e", "avg_ms"), d("e2e", "avg_ms")),
+            "e2e_added_p50_ms": _minus(m("e2e", "p50_ms"), d("e2e", "p50_ms")),
+            "e2e_added_p99_ms": _minus(m("e2e", "p99_ms"), d("e2e", "p99_ms")),
+            "probe_added_p50_ms": _minus(m("probe", "p50_ms"), d("probe", "p50_ms")),
+            "probe_added_p99_ms": _minus(m("probe", "p99_ms"), d("probe", "p99_ms")),
             "produce_cpu_s_per_gb": m("produce", "gateway_cpu_s_per_gb"),
             "consume_cpu_s_per_gb": m("consume", "gateway_cpu_s_per_gb"),
         }
@@ -146,7 +155,7 @@ def collect(args, broker, routes, runs: list[dict], *, load_before, seconds: flo
     summary = summarise(runs)
     names = [r.name for r in routes]
     return {
-        "command": "make bench",
+        "command": "make bench" if args.only == "all" else "bench/run.py --only content",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "tool_arguments": tool_arguments(args),
         "machine": machine(), "versions": versions(broker),
@@ -230,6 +239,8 @@ def _table(results: dict) -> list[str]:
         head += [results["routes"][r], "vs direct"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, tool, metric, digits, comp in ROWS:
+        if tool not in summary:
+            continue  # not measured in this run (--only content)
         cells = [label, _cell(summary, tool, DIRECT, metric, digits)]
         for r in gateways:
             cells.append(_cell(summary, tool, r, metric, digits))
@@ -250,6 +261,8 @@ def _target_lines(results: dict) -> list[str]:
     for route, c in results["comparisons"].items():
         def mark(ok: bool) -> str:
             return "met" if ok else "NOT met"
+        if c["produce_ratio"] is None:
+            continue  # --only content: no plain produce and consume runs
         cpu = [v for v in (c["produce_cpu_s_per_gb"], c["consume_cpu_s_per_gb"]) if v is not None]
         lines.append(
             f"- **{results['routes'][route]}**: "
@@ -275,7 +288,7 @@ def _target_lines(results: dict) -> list[str]:
             f"{'met' if c['consume_json_ratio'] >= t['masked_consume_ratio_min'] else 'NOT met'}). "
             f"Round by round (each gateway run over the direct run of the same round): produce "
             f"{_paired(c.get('produce_json_paired'))}, consume {_paired(c.get('consume_json_paired'))}")
-    if UNAUDITED in comps and PRIMARY in comps:
+    if UNAUDITED in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
         ours, base = comps[PRIMARY], comps[UNAUDITED]
         produce, consume = ours["produce_ratio"] / base["produce_ratio"], ours["consume_ratio"] / base["consume_ratio"]
         lines.append(
@@ -285,7 +298,7 @@ def _target_lines(results: dict) -> list[str]:
             f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe"
             + (f"; validated JSON produce {ours['produce_json_ratio'] / base['produce_json_ratio']:.2f}"
                if "produce_json_ratio" in ours and "produce_json_ratio" in base else ""))
-    if "foundation" in comps and PRIMARY in comps:
+    if "foundation" in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
         ours, base = comps[PRIMARY], comps["foundation"]
         lines.append(
             f"- **identity and rules against the pass-through**: throughput produce "
@@ -318,8 +331,11 @@ def markdown(results: dict) -> str:
     if busy > 0.5 * m["cores"]:
         out += [f"Other work was running when this started (load average {busy:.2f} on "
                 f"{m['cores']} cores): expect these numbers to be noisy.", ""]
+    content_only = s.get("only") == "content"
+    command = ("`.venv/bin/python bench/run.py --only content` (the JSON rounds only)" if content_only
+               else "`make bench` (`.venv/bin/python bench/run.py`)")
     out += ["## How it was run", "",
-            f"`make bench` (`.venv/bin/python bench/run.py`), {s['rounds']} rounds, "
+            f"{command}, {s['rounds']} rounds, "
             f"{results['seconds']:.0f} s in all. Routes: "
             + "; ".join(f"`{k}` = {label}" for k, label in results["routes"].items())
             + ". Each gateway is `brokerguard run` with one worker. Clients log in to the current "
@@ -328,9 +344,10 @@ def markdown(results: dict) -> str:
             "is decoded and authorized by the test rules, which allow that account everything. "
             "The audited gateways keep a SQLite audit trail with a digest of each produce's "
             f"records ({_DIGESTS[s.get('audit_digest', 'sha256')]}), flushed every {s['audit_flush_ms']} ms. "
-            "The `foundation` route is the pass-through gateway of that git ref (no login, no "
-            "rules; bench/foundation.py builds it beside the current one). The direct "
-            "route uses the broker's PLAINTEXT listener without authentication. Before round 1 "
+            + ("The `foundation` route is the pass-through gateway of that git ref (no login, no "
+               "rules; bench/foundation.py builds it beside the current one). "
+               if "foundation" in results["routes"] else "")
+            + "The direct route uses the broker's PLAINTEXT listener without authentication. Before round 1 "
             "every route runs each tool once, a tenth of a run's records and unmeasured, so "
             "that the broker's and the client's JIT and the gateway's paths are warm. Each round "
             "creates fresh one-partition topics for "
@@ -338,8 +355,8 @@ def markdown(results: dict) -> str:
             "then deletes them; ConsumerPerformance reads the topic the same route just produced. "
             "Before each run the page cache is synced. Gateway CPU is utime + stime of the worker "
             "from `/proc/<pid>/stat` across the tool run.", ""]
-    out += [f"- produce: `{args['produce']}`",
-            f"- consume: `{args['consume']}`",
+    plain = [] if content_only else [f"- produce: `{args['produce']}`", f"- consume: `{args['consume']}`"]
+    out += [*plain,
             f"- JSON produce (direct, `{PRIMARY}` and `{UNAUDITED}` only, to a `bench-content.*` topic whose records "
             f"the gateway validates against a JSON Schema): `{args['produce-json']}`. "
             "ProducerPerformance's rate counts from before its first send, so it includes "
@@ -349,8 +366,7 @@ def markdown(results: dict) -> str:
             "it to be a few percent of a run.",
             f"- JSON consume (the same topics; the gateway masks three fields of every record): "
             f"`{args['consume-json']}`",
-            f"- end to end: `{args['e2e']}`",
-            f"- probe: {args['probe']}", ""]
+            *([] if content_only else [f"- end to end: `{args['e2e']}`", f"- probe: {args['probe']}"]), ""]
     out += ["## Results", ""] + _table(results) + [""]
     out += ["## Targets", ""] + _target_lines(results) + [""]
     if results.get("micro"):
