@@ -178,11 +178,12 @@ class Gateway:
                                  f"{result.stdout}{result.stderr}")
         return result
 
-    def wait_for_log(self, text: str, timeout: float = 10) -> str:
+    def wait_for_log(self, text: str, timeout: float = 10, since: int = 0) -> str:
+        """The log once `text` is in it, after its first `since` characters."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             log = self.log()
-            if text in log:
+            if text in log[since:]:
                 return log
             time.sleep(0.05)
         raise AssertionError(f"{text!r} not in the gateway log after {timeout} s:\n{self.log()[-4000:]}")
