@@ -146,7 +146,7 @@ def response_errors(api_key: int, api_version: int, frame: memoryview) -> dict[s
 
 
 def produce_payload(capture: str, partitions: Iterable[tuple[str, int, Any]], masks: dict[str, Any],
-                    max_uncompressed: int, digest: str = "blake3") -> dict[str, Any] | None:
+                    max_uncompressed: int, digest: str) -> dict[str, Any] | None:
     """What a Produce's records leave in its event at a capture level: per partition its size and
     the hex digest of its records as sent, under the name of the hash (`digest`: "blake3" or
     "sha256"), plus the records themselves ("masked": values through the topic's mask profile,

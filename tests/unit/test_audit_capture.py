@@ -26,10 +26,10 @@ def test_a_digest_is_the_hash_of_the_records_as_sent(digest, hash_of):
 
 def test_full_capture_keeps_the_records_beside_the_digest():
     data = batch([b'{"card": "4111 1111 1111 1111"}'])
-    [entry] = produce_payload("full", [("orders", 1, data)], {}, MAX)["partitions"]
+    [entry] = produce_payload("full", [("orders", 1, data)], {}, MAX, "blake3")["partitions"]
     assert entry["blake3"] == blake3.blake3(data).hexdigest() and entry["records"] == 1
     assert entry["records_data"][0]["value"] == "eyJjYXJkIjogIjQxMTEgMTExMSAxMTExIDExMTEifQ=="
 
 
 def test_nothing_is_kept_without_capture():
-    assert produce_payload("none", [("orders", 0, batch([b"x"]))], {}, MAX) is None
+    assert produce_payload("none", [("orders", 0, batch([b"x"]))], {}, MAX, "blake3") is None
