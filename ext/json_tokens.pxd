@@ -53,6 +53,32 @@ cdef extern from *:
     int bg_before_first_flag(uint64_t flags) noexcept nogil
 
 
+cdef extern from *:
+    """
+    /* How many of the 16 bytes at p come before the first that ends a run of plain string bytes
+       (below 0x20, a quote, a backslash, non-ASCII); 16 if none. Compared as signed bytes,
+       non-ASCII ones are below 0x20 too. SSE2 is part of every x86-64; elsewhere this says 16
+       and the 8-byte scan does the work. */
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #define BG_SPECIAL16 1
+    static inline int bg_special16(const unsigned char* p) {
+        __m128i x = _mm_loadu_si128((const __m128i*)p);
+        __m128i special = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x22)), _mm_cmpeq_epi8(x, _mm_set1_epi8(0x5C))),
+            _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)));
+        unsigned int mask = (unsigned int)_mm_movemask_epi8(special);
+        return mask ? __builtin_ctz(mask) : 16;
+    }
+    #else
+    #define BG_SPECIAL16 0
+    static inline int bg_special16(const unsigned char* p) { (void)p; return 16; }
+    #endif
+    """
+    const bint SPECIAL16 "BG_SPECIAL16"
+    int bg_special16(const unsigned char* p) noexcept nogil
+
+
 cdef inline uint64_t _special8(uint64_t x) noexcept nogil:
     """The high bit of each of 8 bytes that is below 0x20, a quote, a backslash or non-ASCII
     (exact up to the first such byte; bits after it may be wrong)."""
@@ -96,16 +122,26 @@ cdef inline Py_ssize_t _string(const unsigned char* p, Py_ssize_t pos, Py_ssize_
     """escaped, if given, is set when the string holds a backslash escape (and left alone if not)."""
     cdef uint64_t x, flags
     cdef unsigned char c
+    cdef int skip
     while True:
-        while pos + 8 <= n:
-            memcpy(&x, p + pos, 8)
-            flags = _special8(x)
-            if flags:
-                pos += bg_before_first_flag(flags)
-                break
-            pos += 8
-        while pos < n and _plain(p[pos]):
-            pos += 1
+        # 16 bytes a step, then 8, then one: nothing past the end of the document is read.
+        skip = 16
+        if SPECIAL16:
+            while pos + 16 <= n:
+                skip = bg_special16(p + pos)
+                pos += skip
+                if skip < 16:
+                    break
+        if skip == 16:
+            while pos + 8 <= n:
+                memcpy(&x, p + pos, 8)
+                flags = _special8(x)
+                if flags:
+                    pos += bg_before_first_flag(flags)
+                    break
+                pos += 8
+            while pos < n and _plain(p[pos]):
+                pos += 1
         if pos >= n:
             return -1
         c = p[pos]
