@@ -147,8 +147,9 @@ ctypedef struct MaskPlan:
 
 
 cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
-                              Py_ssize_t size) noexcept nogil:
-    """The edge of node named key (its bytes between the quotes), or -1."""
+                              Py_ssize_t size, bint escaped) noexcept nogil:
+    """The edge of node named key (its bytes between the quotes, `escaped` if they hold a
+    backslash), or -1."""
     cdef Py_ssize_t i, first = w.nodes[node].first, end = first + w.nodes[node].count
     cdef const Edge* e
     for i in range(first, end):
@@ -158,10 +159,7 @@ cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
                 return i
             break  # the key holds a backslash too, so it must be decoded
     else:
-        for i in range(size):
-            if key[i] == 0x5C:
-                break
-        else:
+        if not escaped:
             return -1
     for i in range(first, end):
         if _escaped_key_is(key, size, w.edges[i].name, w.edges[i].size):
@@ -208,7 +206,7 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """VALID (w.edits and w.fallback say what to do), INVALID or NO_MEMORY."""
     cdef Py_ssize_t pos, depth = 0, nactive = 0, key_start, key_end, edge
     cdef int next_node = w.root  # the node of an object about to be opened, or -1
-    cdef bint want_key = False
+    cdef bint want_key = False, escaped
     cdef unsigned char* kinds = w.kinds
     cdef Frame* frames = w.frames
     cdef Py_ssize_t max_depth = w.max_depth
@@ -222,7 +220,8 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
             if pos >= n or p[pos] != 0x22:
                 return INVALID
             key_start = pos
-            pos = _string(p, pos + 1, n)
+            escaped = False
+            pos = _string(p, pos + 1, n, &escaped)
             if pos < 0:
                 return INVALID
             key_end = pos
@@ -233,7 +232,7 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
             next_node = -1
             if depth == nactive:
                 f = &frames[depth - 1]
-                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2)
+                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2, escaped)
                 if edge >= 0 and w.edges[edge].strategy == S_DROP:
                     if f.run_start < 0:
                         f.run_start = key_start
