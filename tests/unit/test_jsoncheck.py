@@ -18,7 +18,7 @@ import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from fuzzing import random_inputs
+from fuzzing import random_inputs, strings_with_an_odd_byte
 
 import brokerguard._native as native
 from brokerguard._native import jsoncheck, jsoncheck_py, records, records_py
@@ -423,23 +423,8 @@ def test_mutated_and_random_bytes_are_never_passed_wrongly(data):
         event(f"fast {fast}, full {exact}")
 
 
-# Odd bytes inside a string: what ends or breaks a run of plain bytes, and multi-byte UTF-8.
-ODD = [b"\x00", b"\x1f", b"\x7f", b'\\"', b"\\n", b"\\u00e9", b"\\x", b"\xc3\xa9", b"\xe2\x82\xac",
-       b"\xf0\x9f\x98\x80", b"\xc3", b"\xed\xa0\x80", b"\xff", b'"']
-
-
-def strings_with_an_odd_byte() -> list[bytes]:
-    """String bodies of 0 to 40 bytes, plain and with each odd byte at every offset: the compiled
-    scan reads 16 and 8 bytes at a time, so every place in a block and every distance from the
-    end of the document is met."""
-    out = []
-    for size in range(41):
-        out.append(b"a" * size)
-        out += [b"a" * at + odd + b"a" * (size - at) for at in range(size + 1) for odd in ODD]
-    return out
-
-
 def test_strings_of_every_length_with_an_odd_byte_anywhere():
+    """As a value and as a key, the document ending right after the string or well past it."""
     schema = {"type": "object", "properties": {"k": {"type": "string"}}}
     fast, twin = check(schema), jsoncheck_py.compile_check(schema)
     validator = jsonschema_rs.validator_for(schema, offline=True)
