@@ -57,9 +57,9 @@ cdef extern from *:
     """
     /* How many of the 16 bytes at p come before the first that ends a run of plain string bytes
        (below 0x20, a quote, a backslash, non-ASCII); 16 if none. Compared as signed bytes,
-       non-ASCII ones are below 0x20 too. SSE2 is part of every x86-64; elsewhere this says 16
-       and the 8-byte scan does the work. */
-    #if defined(__SSE2__)
+       non-ASCII ones are below 0x20 too. SSE2 is part of every x86-64 (__builtin_ctz needs GCC or
+       Clang); elsewhere this says 16 and the 8-byte scan does the work. */
+    #if defined(__SSE2__) && (defined(__GNUC__) || defined(__clang__))
     #include <emmintrin.h>
     #define BG_SPECIAL16 1
     static inline int bg_special16(const unsigned char* p) {
