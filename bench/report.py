@@ -205,6 +205,10 @@ def _signed(value: float | None, digits: int, unit: str = "") -> str:
     return "n/a" if value is None else f"{value:+.{digits}f}{unit}"
 
 
+def _mark(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def _ratio(value: float, floor: float) -> str:
     """A ratio judged against `floor`, to 2 decimals, or to 3 where 2 would put it on the other
     side: 0.597 against 0.6 is not "0.60"."""
@@ -266,8 +270,6 @@ def _target_lines(results: dict) -> list[str]:
     t = results["targets"]
     lines = []
     for route, c in results["comparisons"].items():
-        def mark(ok: bool) -> str:
-            return "met" if ok else "NOT met"
         if c["produce_ratio"] is None:
             continue  # --only content: no plain produce and consume runs
         cpu = [v for v in (c["produce_cpu_s_per_gb"], c["consume_cpu_s_per_gb"]) if v is not None]
@@ -276,14 +278,14 @@ def _target_lines(results: dict) -> list[str]:
             f"throughput ratio produce {_ratio(c['produce_ratio'], t['throughput_ratio_min'])}, "
             f"consume {_ratio(c['consume_ratio'], t['throughput_ratio_min'])} "
             f"(target ≥ {t['throughput_ratio_min']}: "
-            f"{mark(min(c['produce_ratio'], c['consume_ratio']) >= t['throughput_ratio_min'])}); "
+            f"{_mark(min(c['produce_ratio'], c['consume_ratio']) >= t['throughput_ratio_min'])}); "
             f"CPU produce {_fmt(c['produce_cpu_s_per_gb'], 2)}, consume {_fmt(c['consume_cpu_s_per_gb'], 2)} "
             f"CPU-s/GB (target ≤ {t['cpu_s_per_gb_max']}: "
-            f"{mark(bool(cpu) and max(cpu) <= t['cpu_s_per_gb_max'])}); "
+            f"{_mark(bool(cpu) and max(cpu) <= t['cpu_s_per_gb_max'])}); "
             f"added p50 latency {c['probe_added_p50_ms']:+.3f} ms by the probe, "
             f"{c['e2e_added_p50_ms']:+.0f} ms in EndToEndLatency's whole milliseconds "
             f"(target < {t['added_p50_ms_max']} ms, judged on the probe: "
-            f"{mark(c['probe_added_p50_ms'] < t['added_p50_ms_max'])})")
+            f"{_mark(c['probe_added_p50_ms'] < t['added_p50_ms_max'])})")
     comps = results["comparisons"]
     if PRIMARY in comps and "produce_json_ratio" in comps[PRIMARY]:
         c = comps[PRIMARY]
@@ -291,11 +293,11 @@ def _target_lines(results: dict) -> list[str]:
             f"- **data protection ({results['routes'][PRIMARY]})**: JSON produce with schema validation "
             f"{_ratio(c['produce_json_ratio'], t['validated_produce_ratio_min'])} of direct "
             f"(target ≥ {t['validated_produce_ratio_min']}: "
-            f"{'met' if c['produce_json_ratio'] >= t['validated_produce_ratio_min'] else 'NOT met'}); "
+            f"{_mark(c['produce_json_ratio'] >= t['validated_produce_ratio_min'])}); "
             f"JSON consume with three masked fields {_ratio(c['consume_json_ratio'], t['masked_consume_ratio_min'])} "
             f"of direct (target ≥ "
             f"{t['masked_consume_ratio_min']}: "
-            f"{'met' if c['consume_json_ratio'] >= t['masked_consume_ratio_min'] else 'NOT met'}). "
+            f"{_mark(c['consume_json_ratio'] >= t['masked_consume_ratio_min'])}). "
             f"Round by round (each gateway run over the direct run of the same round): produce "
             f"{_paired(c.get('produce_json_paired'))}, consume {_paired(c.get('consume_json_paired'))}")
     if UNAUDITED in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
@@ -305,7 +307,7 @@ def _target_lines(results: dict) -> list[str]:
             f"- **audit trail (every request audited, digest payloads, SQLite sink) against audit off**: "
             f"throughput produce {_ratio(produce, t['audited_ratio_min'])}, "
             f"consume {_ratio(consume, t['audited_ratio_min'])} (target ≥ {t['audited_ratio_min']}: "
-            f"{'met' if min(produce, consume) >= t['audited_ratio_min'] else 'NOT met'}); added p50 "
+            f"{_mark(min(produce, consume) >= t['audited_ratio_min'])}); added p50 "
             f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe"
             + (f"; validated JSON produce {ours['produce_json_ratio'] / base['produce_json_ratio']:.2f}"
                if "produce_json_ratio" in ours and "produce_json_ratio" in base else ""))
