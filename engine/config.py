@@ -346,7 +346,7 @@ class AuditConfig(_Strict):
     # and for denied or invalid ones (kept masked, so an alert shows what triggered it).
     capture: Literal["none", "digest", "masked", "full"] = "none"
     capture_refused: Literal["none", "digest", "masked", "full"] = "masked"
-    # The hash of a captured partition's records. BLAKE3 hashes a 64 KiB batch about four times
+    # The hash of a captured partition's records. BLAKE3 hashes a 64 KiB batch two to four times
     # faster than SHA-256 here; sha256 is for where only FIPS-approved hashes may be used.
     digest: Literal["blake3", "sha256"] = "blake3"
     batch_max: int = 500
