@@ -41,7 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ref", required=True, help="git ref of side B (side A is this working tree)")
     p.add_argument("--rounds", type=int, default=6)
-    p.add_argument("--records", type=int, default=1_000_000, help="JSON records per run")
+    p.add_argument("--records", type=int, default=3_000_000, help="JSON records per run (as bench/run.py)")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated, of {', '.join(TOOLS)}")
     p.add_argument("--audit", type=json.loads,
                    default=audit_section(),
