@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import google_crc32c
 import lz4.block
@@ -336,6 +337,24 @@ def test_with_masked_values_is_with_values_of_the_masked_values(twin, masking, c
     r2 = only_batch(twin, out).decode(LIMIT)
     assert r2.values()[0] == b'{"card":{"number":"************1111"},"email":"[R]","h":"h:3"}'
     assert (r2.keys(), r2.headers(), r2.timestamp_deltas()) == (r.keys(), r.headers(), r.timestamp_deltas())
+
+
+def test_batches_masked_on_several_threads_at_once_come_out_as_one_thread_makes_them():
+    """One batch at a time writes its masked values to a buffer kept from batch to batch, any
+    other masked meanwhile to a buffer of its own: four threads at the same time make what one
+    thread makes. The batches differ in size, so two sharing a buffer would show."""
+    masker = jsonmask.FieldMasker(MASK_RULES[:2])  # no hash: masks without the GIL, the threads overlap
+    batches = []
+    for n in range(4):
+        values = [b'{"card":{"number":"4111%012d"},"email":"c%d@x.y","pad":"%s"}' % (i, n, b"x" * (40 * n))
+                  for i in range(300)]
+        batches.append(only_batch(records, records.encode_batch([None] * 300, values, [[]] * 300, list(range(300)))))
+    decoded = [b.decode(LIMIT) for b in batches]
+    alone = [b.with_masked_values(r, masker) for b, r in zip(batches, decoded)]
+    assert all(out is not b.raw for out, b in zip(alone, batches))
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(40):
+            assert list(pool.map(lambda i: batches[i].with_masked_values(decoded[i], masker), range(4))) == alone
 
 
 @pytest.mark.parametrize("masking", MASKERS)
