@@ -18,7 +18,7 @@ The gateway's CPU time comes from /proc/<worker pid>/stat around each run.
 
 Writes results.json (every run) and RESULTS.md (the summary) to --out-dir. `--only content`
 runs just the JSON rounds (validated produce, masked consume) through direct and the audited
-and audit-off gateways, about 90 s a round: more rounds in the same time narrow the per-round
+and audit-off gateways, about 75 s a round: more rounds in the same time narrow the per-round
 ratios those targets are judged on. It writes to .devstack/bench-content unless --out-dir says
 otherwise, so bench/RESULTS.md keeps the full run.
 """
