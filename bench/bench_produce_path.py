@@ -96,7 +96,10 @@ def _feed(protocol, data: bytes) -> None:
 
 
 class _Path:
+    frames = staticmethod(_frames)  # (request, response) of one exchange
+
     def __init__(self, topic: str, audit: dict, work: Path) -> None:
+        self.topic = topic
         os.environ[KEY_ENV] = "bench-key-0123456789abcdef0123456789"
         CredentialsFile(work / "credentials.json", create=True).add("tester", "bench-secret-1234", ["testers"])
         self.config = parse(yaml.safe_dump({
@@ -106,7 +109,7 @@ class _Path:
             "audit": {"dir": str(work), "chain_key_env": KEY_ENV, "flush_interval_ms": 20, **audit},
             "kafka": {"listen": {"host": "127.0.0.1", "port": 9092},
                       "upstream": {"bootstrap_servers": ["127.0.0.1:9093"]}}}))
-        self.request, self.response = _frames(topic, work)
+        self.request, self.response = self.frames(topic, work)
         self.loop = uvloop.new_event_loop()
         self.loop.run_until_complete(self._open())
         self.sent = 0

@@ -18,7 +18,7 @@ _DIGESTS = {"blake3": "BLAKE3, the default `audit.digest`", "sha256": "SHA-256"}
 # The pytest-benchmark files run in the same run, for the hot paths table.
 MICRO_BENCHMARKS = ["bench/bench_policy.py", "bench/bench_authorize.py", "bench/bench_records.py",
                     "bench/bench_jsonmask.py", "bench/bench_content.py", "bench/bench_audit.py",
-                    "bench/bench_produce_path.py"]
+                    "bench/bench_produce_path.py", "bench/bench_fetch_path.py"]
 TARGETS = {"throughput_ratio_min": 0.9, "cpu_s_per_gb_max": 1.5, "added_p50_ms_max": 0.3,
            "validated_produce_ratio_min": 0.8, "masked_consume_ratio_min": 0.6, "audited_ratio_min": 0.9}
 
