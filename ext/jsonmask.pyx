@@ -38,9 +38,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringA
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_SetContext
 from libc.stdlib cimport free, malloc
-from libc.string cimport memchr, memcmp, memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
-from json_tokens cimport _escaped_key_is, _literal, _number, _string, _ws
+from json_tokens cimport _escaped_key_is, _literal, _number, _same, _string, _ws
 from value_mask cimport (CAPSULE, PLAIN_CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED,
                         MaskOutput, reserve)
 
@@ -154,7 +154,7 @@ cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
     cdef const Edge* e
     for i in range(first, end):
         e = &w.edges[i]
-        if e.size == size and (size == 0 or (e.name[0] == key[0] and memcmp(e.name, key, size) == 0)):
+        if e.size == size and _same(e.name, key, size):
             if not e.backslash:
                 return i
             break  # the key holds a backslash too, so it must be decoded
