@@ -334,6 +334,8 @@ class ClientConnection(asyncio.BufferedProtocol):
             outcome = self._produce(data, frame)
             if outcome is not _DECODE:
                 return outcome
+            if self._auditing is not None:
+                self._auditing["operations"].clear()  # decided again below, from the decoded request
         try:
             payload = bytes(memoryview(data)[start + 4 : end])
             header = codec.decode_request_header(payload)

@@ -15,8 +15,9 @@ import yaml
 from confluent_kafka import Producer as CfProducer
 from kafka import KafkaProducer
 
+from brokerguard._native import encode_batch
 from harness import (BROKERGUARD, SHIPPED_RULES, TESTER, Gateway, User, auth, connect, create_topics, eventually,
-                     replay_session)
+                     read_response, replay_session, request_frame)
 
 pytestmark = pytest.mark.kafka
 
@@ -93,6 +94,28 @@ def test_allowed_and_denied_requests_are_recorded_per_session(gateway, topic):
     assert event["decision"] in ("deny", "partial") and event["outcome"] == "error"
     assert event["errors"][f"topic:{topic}"].startswith("TOPIC_AUTHORIZATION_FAILED")
     assert event["rule"] == "default-deny" and "mallory" in event["reason"]
+
+
+def test_a_produce_refused_on_the_fast_path_lists_its_decision_once(gateway, topic):
+    """A Produce is decided first by the reader that skips its records; one it refuses is then
+    decoded and decided again to answer it. Its event names each decision once, not twice."""
+    with connect(gateway.bootstrap, NOBODY) as sock:
+        sock.sendall(request_frame(0, 9, {"transactional_id": None, "acks": -1, "timeout_ms": 10000, "topic_data": [
+            {"name": topic, "partition_data": [{"index": 0, "records": encode_batch([None], [b"{}"], [[]], [0])}]}]},
+            correlation_id=7, client_id="audit-refused-produce"))
+        correlation_id, reply = read_response(sock, 0, 9)
+    assert correlation_id == 7
+    assert reply["responses"][0]["partition_responses"][0]["error_code"] == 29  # TOPIC_AUTHORIZATION_FAILED
+
+    def refused_produces() -> list[dict]:
+        return [event for session in sessions(gateway, "--identity", "mallory")
+                for event in timeline(gateway, session["session"])
+                if event["kind"] == "request" and event.get("client_id") == "audit-refused-produce"]
+
+    [event] = eventually(refused_produces, bool)
+    assert event["api"] == "Produce" and event["decision"] == "deny" and event["outcome"] == "refused"
+    assert event["operations"] == [{"action": "produce", "resource": f"topic:{topic}", "decision": "deny",
+                                    "rule": "default-deny", "reason": event["reason"]}]
 
 
 def test_a_failed_login_is_recorded(gateway):
