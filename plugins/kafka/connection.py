@@ -42,7 +42,7 @@ from brokerguard.identity import AuthenticationFailed, Identity
 from brokerguard.operations import Decision, Obligations, Resource
 from brokerguard.session import Session
 
-from . import answers, apis, audit, authorize, content, fetchrecords
+from . import answers, apis, audit, authorize, content, fetchrecords, fetchrequest
 from .framebuffer import FrameBuffer
 from .login import ClientLogin
 from .protocol import codec
@@ -109,7 +109,7 @@ def _throttle_merge(seconds: float) -> Callable[[dict], None]:
 # (bytes), nothing more to send upstream (DONE), or first wait for this (a coroutine that returns
 # one of the others).
 DONE = object()
-_DECODE = object()  # the Produce hot path could not decide: decode the request whole
+_DECODE = object()  # the Produce or Fetch hot path could not decide: decode the request whole
 _WAIT = object()  # a frame that arrived while earlier ones wait: it waits behind them
 Outcome = Union[None, bytes, object, Coroutine[Any, Any, Any]]
 # Responses that carry records to the client: masked and charged to consume limits alike.
@@ -330,8 +330,9 @@ class ClientConnection(asyncio.BufferedProtocol):
     def _handle_request(self, data: bytearray | bytes, frame: tuple) -> Outcome:
         """A request of an authenticated client: decided, then forwarded or answered."""
         start, end, api_key, api_version, correlation_id, expects_response = frame
-        if api_key == apis.PRODUCE and 3 <= api_version <= PRODUCE_LAST_VERSION:
-            outcome = self._produce(data, frame)
+        if (api_key == apis.PRODUCE and 3 <= api_version <= PRODUCE_LAST_VERSION
+                or api_key == apis.FETCH and fetchrequest.FIRST <= api_version <= fetchrequest.LAST):
+            outcome = self._produce(data, frame) if api_key == apis.PRODUCE else self._fetch(data, frame)
             if outcome is not _DECODE:
                 return outcome
             if self._auditing is not None:
@@ -495,18 +496,50 @@ class ClientConnection(asyncio.BufferedProtocol):
                                              plan.merge, throttle)
         request = InFlight(correlation_id, api_key, api_version, merge=plan.merge, audit=self._auditing)
         if obligations and api_key in RECORDS_OUT:
-            by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
-            if (plan.merge is None and api_key == apis.FETCH and fetchrecords.FIRST <= api_version <= fetchrecords.LAST
-                    and (api_key, api_version) not in self._adapter.decoded_responses
-                    and not any(o.limits for o in by_topic.values())):
-                request.recast = self._fetch_recast(by_topic, api_version)
-            else:
-                request.merge = chain([self._fetch_merge(by_topic, request), plan.merge])
+            self._oblige_records_out(request, obligations)
         if expects_response:
             self._in_flight.append(request)
         if not plan.changed:
             return None
         return request_frame(payload[: header.body_offset], codec.encode_request(api_key, api_version, plan.forward))
+
+    def _fetch(self, data: bytearray | bytes, frame: tuple) -> Outcome:
+        """The hot path of consumers: a Fetch read for its topics alone and decided. Every topic
+        allowed: forwarded as it is, its records masked on the way back where the rules say. A
+        denied topic, an unknown topic id, or bytes this reader leaves to the codec: _DECODE."""
+        start, end, _, version, correlation_id, expects_response = frame
+        try:
+            client_id, body = fetchrequest.read(data, start, end)
+        except ValueError:
+            return _DECODE
+        names = self._adapter.topic_names
+        if any("topic_id" in topic and names.name(topic["topic_id"]) is None for topic in body["topics"]):
+            return _DECODE  # the codec's path learns the cluster's topic ids first
+        self.session.client_id_is(client_id)
+        obligations: dict[tuple[str, str], Obligations] = {}
+        plan = authorize.plan(apis.FETCH, version, body, self._decider(obligations), names)
+        if plan.forward is None or plan.changed or plan.merge is not None or plan.denied:
+            return _DECODE
+        request = InFlight(correlation_id, apis.FETCH, version, audit=self._auditing)
+        if obligations:
+            self._oblige_records_out(request, obligations)
+        if expects_response:
+            self._in_flight.append(request)
+        return None
+
+    def _oblige_records_out(self, request: InFlight, obligations: dict[tuple[str, str], Obligations]) -> None:
+        """The records a Fetch (or ShareFetch) brings back masked and charged to the consume
+        limits as the obligations of its topics say: in the response frame itself where only
+        masking applies, else through the decoded response."""
+        by_topic = {name: o for (action, name), o in obligations.items() if action == "consume"}
+        version = request.api_version
+        if (request.merge is None and request.api_key == apis.FETCH
+                and fetchrecords.FIRST <= version <= fetchrecords.LAST
+                and (apis.FETCH, version) not in self._adapter.decoded_responses
+                and not any(o.limits for o in by_topic.values())):
+            request.recast = self._fetch_recast(by_topic, version)
+        else:
+            request.merge = chain([self._fetch_merge(by_topic, request), request.merge])
 
     def _fetch_recast(self, obligations: dict[str, Obligations],
                       version: int) -> Callable[[memoryview], tuple[list | None, bool]] | None:

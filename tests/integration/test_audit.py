@@ -96,25 +96,43 @@ def test_allowed_and_denied_requests_are_recorded_per_session(gateway, topic):
     assert event["rule"] == "default-deny" and "mallory" in event["reason"]
 
 
-def test_a_produce_refused_on_the_fast_path_lists_its_decision_once(gateway, topic):
-    """A Produce is decided first by the reader that skips its records; one it refuses is then
-    decoded and decided again to answer it. Its event names each decision once, not twice."""
-    with connect(gateway.bootstrap, NOBODY) as sock:
-        sock.sendall(request_frame(0, 9, {"transactional_id": None, "acks": -1, "timeout_ms": 10000, "topic_data": [
-            {"name": topic, "partition_data": [{"index": 0, "records": encode_batch([None], [b"{}"], [[]], [0])}]}]},
-            correlation_id=7, client_id="audit-refused-produce"))
-        correlation_id, reply = read_response(sock, 0, 9)
-    assert correlation_id == 7
-    assert reply["responses"][0]["partition_responses"][0]["error_code"] == 29  # TOPIC_AUTHORIZATION_FAILED
+def refused_requests(topic: str) -> dict[str, tuple[int, int, dict]]:
+    """API name -> (api key, version, body) of a request naming only `topic`."""
+    fetch_partition = {"partition": 0, "current_leader_epoch": -1, "fetch_offset": 0, "last_fetched_epoch": -1,
+                       "log_start_offset": -1, "partition_max_bytes": 1 << 20}
+    return {
+        "Produce": (0, 9, {"transactional_id": None, "acks": -1, "timeout_ms": 10000, "topic_data": [
+            {"name": topic, "partition_data": [{"index": 0, "records": encode_batch([None], [b"{}"], [[]], [0])}]}]}),
+        "Fetch": (1, 12, {"replica_id": -1, "max_wait_ms": 100, "min_bytes": 1, "max_bytes": 1 << 20,
+                          "isolation_level": 0, "session_id": 0, "session_epoch": -1,
+                          "topics": [{"topic": topic, "partitions": [fetch_partition]}],
+                          "forgotten_topics_data": [], "rack_id": ""}),
+    }
 
-    def refused_produces() -> list[dict]:
+
+@pytest.mark.parametrize("api", ["Produce", "Fetch"])
+def test_a_request_refused_on_the_fast_path_lists_its_decision_once(gateway, topic, api):
+    """Produce and Fetch are decided first by readers that take only their topics; one they
+    refuse is then decoded and decided again to answer it. Its event names each decision once."""
+    api_key, version, body = refused_requests(topic)[api]
+    client_id = f"audit-refused-{api.lower()}"
+    with connect(gateway.bootstrap, NOBODY) as sock:
+        sock.sendall(request_frame(api_key, version, body, correlation_id=7, client_id=client_id))
+        correlation_id, reply = read_response(sock, api_key, version)
+    assert correlation_id == 7
+    [entry] = reply["responses"]
+    [partition] = entry["partition_responses" if api == "Produce" else "partitions"]
+    assert partition["error_code"] == 29  # TOPIC_AUTHORIZATION_FAILED
+
+    def refused() -> list[dict]:
         return [event for session in sessions(gateway, "--identity", "mallory")
                 for event in timeline(gateway, session["session"])
-                if event["kind"] == "request" and event.get("client_id") == "audit-refused-produce"]
+                if event["kind"] == "request" and event.get("client_id") == client_id]
 
-    [event] = eventually(refused_produces, bool)
-    assert event["api"] == "Produce" and event["decision"] == "deny" and event["outcome"] == "refused"
-    assert event["operations"] == [{"action": "produce", "resource": f"topic:{topic}", "decision": "deny",
+    [event] = eventually(refused, bool)
+    assert event["api"] == api and event["decision"] == "deny" and event["outcome"] == "refused"
+    assert event["operations"] == [{"action": "produce" if api == "Produce" else "consume",
+                                    "resource": f"topic:{topic}", "decision": "deny",
                                     "rule": "default-deny", "reason": event["reason"]}]
 
 
