@@ -24,7 +24,7 @@ Kafka's ProduceRequest.json and ProduceResponse.json:
 
 from __future__ import annotations
 
-from brokerguard._native.wire import I16, I32, Truncated, array_length, length, skip, skip_tags, string
+from brokerguard._native.wire import I16, I32, Truncated, array_length, length, request_header, skip, skip_tags, string
 
 __all__ = ["FLEXIBLE_FROM", "LAST_VERSION", "read_request", "response_clean"]
 
@@ -39,18 +39,8 @@ def read_request(buf, start: int, end: int, spans: list | None = None) -> tuple[
 
     With `spans`, appends (topic, partition, records_start, records_end) for each partition
     that carries records, offsets into `buf`, for content checks to read them in place."""
-    if not 0 <= start <= end <= len(buf):
-        raise ValueError(f"frame {start}:{end} is outside a buffer of {len(buf)} bytes")
-    pos = start + 4
-    if pos + 8 > end:
-        raise Truncated("request header cut off")
-    api_key, version = I16.unpack_from(buf, pos)[0], I16.unpack_from(buf, pos + 2)[0]
-    if api_key != 0 or not 3 <= version <= LAST_VERSION:
-        raise ValueError(f"not a Produce request v3-v{LAST_VERSION}")
+    version, client_id, pos = request_header(buf, start, end, 0, "Produce", range(3, LAST_VERSION + 1), FLEXIBLE_FROM)
     flexible = version >= FLEXIBLE_FROM
-    client_id, pos = string(buf, pos + 8, end, False)
-    if flexible:
-        pos = skip_tags(buf, pos, end)
     transactional_id, pos = string(buf, pos, end, flexible)
     if pos + 6 > end:
         raise Truncated("acks and timeout cut off")

@@ -5,6 +5,8 @@ stays before `end` and raises Truncated if not."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
+from typing import Any
 
 I16 = struct.Struct(">h")
 I32 = struct.Struct(">i")
@@ -27,10 +29,30 @@ def uvarint(buf, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def skip_tags(buf, pos: int, end: int, fixed: dict[int, int] | None = None) -> int:
+def request_header(buf, start: int, end: int, api_key: int, name: str, versions: range,
+                   flexible_from: int) -> tuple[int, str | None, int]:
+    """(version, client id, where the body starts) of the request frame at buf[start:end] (size
+    prefix included): RequestHeader v1, or v2 (tagged fields after the client id) from
+    `flexible_from`. ValueError for a frame outside buf, or of another API or version."""
+    if not 0 <= start <= end <= len(buf):
+        raise ValueError(f"frame {start}:{end} is outside a buffer of {len(buf)} bytes")
+    pos = start + 4
+    if pos + 8 > end:
+        raise Truncated("request header cut off")
+    if I16.unpack_from(buf, pos)[0] != api_key or (version := I16.unpack_from(buf, pos + 2)[0]) not in versions:
+        raise ValueError(f"not a {name} request v{versions[0]}-v{versions[-1]}")
+    client_id, pos = string(buf, pos + 8, end, False)
+    if version >= flexible_from:
+        pos = skip_tags(buf, pos, end)
+    return version, client_id, pos
+
+
+def skip_tags(buf, pos: int, end: int, fixed: dict[int, int] | None = None,
+              check: Callable[[Any, int, int, int], None] | None = None) -> int:
     """Past a tagged-field section, its tags in ascending order as Kafka writes them. `fixed`
     gives the fixed part's size of the tags whose value is a struct (its own tagged fields
-    follow): each must fill exactly the bytes it declares."""
+    follow): each must fill exactly the bytes it declares. `check(buf, tag, start, stop)` sees
+    each tag's value, to read it or refuse it by raising."""
     count, pos = uvarint(buf, pos, end)
     last = -1
     for _ in range(count):
@@ -42,6 +64,8 @@ def skip_tags(buf, pos: int, end: int, fixed: dict[int, int] | None = None) -> i
         stop = pos + size
         if fixed is not None and tag in fixed and (stop > end or skip_tags(buf, pos + fixed[tag], stop) != stop):
             raise Truncated(f"tagged field {tag} does not fill the {size} bytes it declares")
+        if check is not None and stop <= end:
+            check(buf, tag, pos, stop)
         pos = stop
     if pos > end:
         raise Truncated("tagged fields run past the frame")

@@ -17,13 +17,13 @@ the versions the gateway offers (4 to rewrite.VERSION_CAPS), as in Kafka's Fetch
                          (v7+), rack_id string (v11+) [, tags: cluster_id, replica_state (v15+)]
 
 Anything it does not cover (the replica state a follower broker sends) raises ValueError, and
-the codec decodes the request instead. Like the codec, it
-ignores bytes after the body, as the broker does.
+the codec decodes the request instead. Like the codec, it ignores bytes after the body, as the
+broker does.
 """
 
 from __future__ import annotations
 
-from brokerguard._native.wire import I16, I32, Truncated, array_length, skip_tags, string, uvarint
+from brokerguard._native.wire import I32, Truncated, array_length, request_header, skip_tags, string
 
 FIRST = 4
 LAST = 15
@@ -51,19 +51,9 @@ def read(buf, start: int, end: int) -> tuple[str | None, dict]:
     """(client_id, body) of the Fetch request frame at buf[start:end] (size prefix included);
     body has the codec's keys replica_id, session_id and topics (each with `topic` or `topic_id`
     only). Raises ValueError for bytes this reader does not cover."""
-    if not 0 <= start <= end <= len(buf):
-        raise ValueError(f"frame {start}:{end} is outside a buffer of {len(buf)} bytes")
-    pos = start + 4
-    if pos + 8 > end:
-        raise Truncated("request header cut off")
-    api_key, version = I16.unpack_from(buf, pos)[0], I16.unpack_from(buf, pos + 2)[0]
-    if api_key != FETCH or not FIRST <= version <= LAST:
-        raise ValueError(f"not a Fetch request v{FIRST}-v{LAST}")
+    version, client_id, pos = request_header(buf, start, end, FETCH, "Fetch", range(FIRST, LAST + 1), FLEXIBLE_FROM)
     flexible = version >= FLEXIBLE_FROM
     by_id = version >= TOPIC_IDS_FROM
-    client_id, pos = string(buf, pos + 8, end, False)
-    if flexible:
-        pos = skip_tags(buf, pos, end)
     replica_id = -1
     if version < 15:
         if pos + 4 > end:
@@ -103,30 +93,18 @@ def read(buf, start: int, end: int) -> tuple[str | None, dict]:
     if version >= 11:
         _, pos = _not_null(buf, pos, end, flexible)  # rack_id
     if flexible:
-        _top_level_tags(buf, pos, end)
+        skip_tags(buf, pos, end, check=_top_level_tag)
     return client_id, {"replica_id": replica_id, "session_id": session_id, "topics": topics}
 
 
-def _top_level_tags(buf, pos: int, end: int) -> None:
-    """Checks the request's own tagged fields, in ascending order as Kafka writes them: a cluster
-    id (tag 0) is a nullable string filling its field; a replica state (tag 1) is a follower's,
-    left to the codec; others are skipped, as the broker skips them."""
-    count, pos = uvarint(buf, pos, end)
-    last = -1
-    for _ in range(count):
-        tag, pos = uvarint(buf, pos, end)
-        if tag <= last:
-            raise Truncated(f"tag {tag} does not follow tag {last} in ascending order")
-        last = tag
-        size, pos = uvarint(buf, pos, end)
-        stop = pos + size
-        if stop > end:
-            raise Truncated("tagged fields run past the frame")
-        if tag == 1:
-            raise ValueError("a replica state (a follower's fetch): left to the codec")
-        if tag == 0 and string(buf, pos, stop, True)[1] != stop:
-            raise Truncated("the cluster id does not fill its tagged field")
-        pos = stop
+def _top_level_tag(buf, tag: int, start: int, stop: int) -> None:
+    """One of the request's own tagged fields: a cluster id (tag 0) is a nullable string filling
+    its field; a replica state (tag 1) is a follower's, left to the codec; others are skipped,
+    as the broker skips them."""
+    if tag == 1:
+        raise ValueError("a replica state (a follower's fetch): left to the codec")
+    if tag == 0 and string(buf, start, stop, True)[1] != stop:
+        raise Truncated("the cluster id does not fill its tagged field")
 
 
 def _topic(buf, pos: int, end: int, by_id: bool, flexible: bool) -> tuple[str | bytes, int]:

@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 
 from brokerguard.plugins.kafka import apis, fetchrequest
 from brokerguard.plugins.kafka.protocol import codec
+from brokerguard.plugins.kafka.rewrite import VERSION_CAPS
 
 from fuzzing import random_inputs
 
@@ -54,6 +55,12 @@ def codec_reading(data: bytes, version: int) -> tuple[str | None, dict]:
 def replica_state(version: int, body: dict) -> bool:
     """Whether the request carries a replica state (v15+), which the reader leaves to the codec."""
     return version >= 15 and "replica_state" in body
+
+
+def test_it_covers_every_version_the_gateway_offers():
+    """From the codec's first Fetch version to the cap the gateway offers clients."""
+    assert (fetchrequest.FIRST, fetchrequest.LAST) == (codec.API_KEYS[apis.FETCH].request.versions.lo,
+                                                       VERSION_CAPS[apis.FETCH])
 
 
 @random_inputs(400)
