@@ -344,8 +344,14 @@ def replay_session(gateway: Gateway, kafka, session: str, sandbox: str, count: i
                       "--password-env", "REPLAY_PASSWORD").stdout
     assert f"published {count} records" in out
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=10000)
+                             enable_auto_commit=False)
     consumer.assign([TopicPartition(sandbox, 0)])
-    replayed = [(m.key, m.value, list(m.headers), m.timestamp) for _, m in zip(range(count), consumer)]
+    # Polled up to a deadline, not until a quiet spell: on a loaded host the first fetch of a new
+    # topic can come after more than ten seconds of nothing.
+    messages: list = []
+    deadline = time.monotonic() + 60
+    while len(messages) < count and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=1000).values():
+            messages += batch
     consumer.close()
-    return replayed
+    return [(m.key, m.value, list(m.headers), m.timestamp) for m in messages[:count]]
