@@ -25,11 +25,12 @@ from __future__ import annotations
 
 from brokerguard._native.wire import I32, Truncated, array_length, request_header, skip_tags, string
 
+from .apis import FETCH
+
 FIRST = 4
 LAST = 15
 FLEXIBLE_FROM = 12
 TOPIC_IDS_FROM = 13
-FETCH = 1
 
 
 def _partition_size(version: int) -> int:
