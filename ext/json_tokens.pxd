@@ -5,7 +5,7 @@ Each function is inlined where it is used, so the compiled walkers pay no call f
 The grammar they accept is written out at the top of jsonmask.pyx.
 """
 from libc.stdint cimport uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 
 cdef inline bint _plain(unsigned char c) noexcept nogil:
@@ -232,6 +232,32 @@ cdef inline bint _same(const unsigned char* a, const unsigned char* b, Py_ssize_
         if a[i] != b[i]:
             return False
     return True
+
+
+cdef inline void _key_word(const unsigned char* name, Py_ssize_t size, uint64_t* word,
+                           uint64_t* mask) noexcept nogil:
+    """For _key_is: name's first 8 bytes (zeros past its end), and which of them it has."""
+    cdef unsigned char w[8]
+    cdef unsigned char m[8]
+    cdef Py_ssize_t k = size if size < 8 else 8
+    memset(w, 0, 8)
+    memset(m, 0, 8)
+    memcpy(w, name, k)
+    memset(m, 0xFF, k)
+    memcpy(word, w, 8)
+    memcpy(mask, m, 8)
+
+
+cdef inline bint _key_is(const unsigned char* key, Py_ssize_t size, Py_ssize_t readable,
+                         const unsigned char* name, uint64_t word, uint64_t mask) noexcept nogil:
+    """Whether the size bytes at key are those of name, which is as long (word and mask from
+    _key_word). Where `readable` bytes from key allow it, the first 8 are one comparison: no
+    loop whose length changes from key to key, so no branch to mispredict."""
+    cdef uint64_t x
+    if readable >= 8:
+        memcpy(&x, key, 8)
+        return (x ^ word) & mask == 0 and (size <= 8 or _same(key + 8, name + 8, size - 8))
+    return _same(key, name, size)
 
 
 cdef inline uint32_t _hex4(const unsigned char* p) noexcept nogil:

@@ -19,7 +19,7 @@ from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, strtod
 from libc.string cimport memchr, memcpy, memset
 
-from json_tokens cimport _escaped_key_is, _hex4, _literal, _same, _string, _ws
+from json_tokens cimport _escaped_key_is, _hex4, _key_is, _key_word, _literal, _same, _string, _ws
 from value_check cimport CHECK_CAPSULE
 
 import jsonschema_rs
@@ -74,6 +74,7 @@ ctypedef struct Node:
 ctypedef struct Property:
     const unsigned char* name  # UTF-8 (surrogatepass)
     Py_ssize_t size
+    uint64_t word, mask  # for _key_is
     int child
     uint64_t bit
 
@@ -126,8 +127,9 @@ cdef inline bint _choice_is_text(const Choice* choice, const unsigned char* body
 
 
 cdef inline Py_ssize_t _property(const Plan* plan, const Node* s, const unsigned char* key, Py_ssize_t size,
-                                 bint escaped, Py_ssize_t start) noexcept nogil:
-    """The index of s's property named by the key between its quotes, or -1. The search starts at
+                                 bint escaped, Py_ssize_t start, Py_ssize_t readable) noexcept nogil:
+    """The index of s's property named by the key between its quotes (`readable` bytes from key
+    are in the document), or -1. The search starts at
     `start` (at the first property if `start` is past the last) and wraps around: keys tend to
     come in the order of the schema's properties, so starting after the last match mostly finds
     the next one."""
@@ -137,7 +139,7 @@ cdef inline Py_ssize_t _property(const Plan* plan, const Node* s, const unsigned
     for k in range(s.property_count):
         prop = &plan.properties[i]
         if (_escaped_key_is(key, size, prop.name, prop.size) if escaped
-                else prop.size == size and _same(prop.name, key, size)):
+                else prop.size == size and _key_is(key, size, readable, prop.name, prop.word, prop.mask)):
             return i
         i += 1
         if i == end:
@@ -386,7 +388,7 @@ cdef Py_ssize_t _value(const Plan* plan, int node, const unsigned char* p, Py_ss
             child = ANY
             if s != NULL:
                 child = s.additional
-                i = _property(plan, s, p + pos + 1, size, escaped, hint)
+                i = _property(plan, s, p + pos + 1, size, escaped, hint, n - pos - 1)
                 if i >= 0:
                     prop = &plan.properties[i]
                     child = prop.child
@@ -494,6 +496,8 @@ cdef class SchemaCheck:
                 self.held.append(name)
                 self.properties[at_property].name = <const unsigned char*>PyBytes_AS_STRING(name)
                 self.properties[at_property].size = PyBytes_GET_SIZE(name)
+                _key_word(self.properties[at_property].name, self.properties[at_property].size,
+                          &self.properties[at_property].word, &self.properties[at_property].mask)
                 self.properties[at_property].child = child
                 self.properties[at_property].bit = bit
                 at_property += 1

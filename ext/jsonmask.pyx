@@ -37,10 +37,11 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_SetContext
+from libc.stdint cimport uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, memset
 
-from json_tokens cimport _escaped_key_is, _literal, _number, _same, _string, _ws
+from json_tokens cimport _escaped_key_is, _key_is, _key_word, _literal, _number, _string, _ws
 from value_mask cimport (CAPSULE, PLAIN_CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED,
                         MaskOutput, reserve)
 
@@ -83,6 +84,7 @@ cdef enum:
 ctypedef struct Edge:
     const unsigned char* name  # UTF-8 (surrogatepass)
     Py_ssize_t size
+    uint64_t word, mask  # for _key_is
     bint backslash  # the name holds a backslash
     int strategy  # 0: a step on the way to longer paths
     int child  # the node below, or -1
@@ -147,14 +149,14 @@ ctypedef struct MaskPlan:
 
 
 cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
-                              Py_ssize_t size, bint escaped) noexcept nogil:
+                              Py_ssize_t size, bint escaped, Py_ssize_t readable) noexcept nogil:
     """The edge of node named key (its bytes between the quotes, `escaped` if they hold a
-    backslash), or -1."""
+    backslash; `readable` bytes from key are in the document), or -1."""
     cdef Py_ssize_t i, first = w.nodes[node].first, end = first + w.nodes[node].count
     cdef const Edge* e
     for i in range(first, end):
         e = &w.edges[i]
-        if e.size == size and _same(e.name, key, size):
+        if e.size == size and _key_is(key, size, readable, e.name, e.word, e.mask):
             if not e.backslash:
                 return i
             break  # the key holds a backslash too, so it must be decoded
@@ -232,7 +234,7 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
             next_node = -1
             if depth == nactive:
                 f = &frames[depth - 1]
-                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2, escaped)
+                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2, escaped, n - key_start - 1)
                 if edge >= 0 and w.edges[edge].strategy == S_DROP:
                     if f.run_start < 0:
                         f.run_start = key_start
@@ -434,6 +436,7 @@ cdef class FieldMasker:
                 self.held.append(name)
                 e.name = <const unsigned char*>PyBytes_AS_STRING(name)
                 e.size = PyBytes_GET_SIZE(name)
+                _key_word(e.name, e.size, &e.word, &e.mask)
                 e.backslash = b"\\" in name
                 e.strategy = strategy
                 e.child = child

@@ -146,6 +146,18 @@ def test_order_documents(data, passes):
     assert fast == exact == passes
 
 
+@pytest.mark.parametrize("name", ["a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmnopq"])
+@pytest.mark.parametrize("tail", [b"", b', "z": [1, 2, 3, 4, 5, 6, 7, 8, 9]'], ids=["at the end", "mid"])
+def test_properties_match_only_their_exact_bytes(name, tail):
+    # Names are compared 8 bytes at a time where the document has 8 bytes from the key on.
+    schema = {"type": "object", "properties": {name: {"type": "string"}}, "required": [name]}
+    assert answers(schema, b'{"%s":"x"%s}' % (name.encode(), tail)) == (True, True)
+    for at in range(len(name)):
+        other = (name[:at] + "~" + name[at + 1:]).encode()
+        assert answers(schema, b'{"%s":1%s}' % (other, tail)) == (False, False)
+    assert answers(schema, b'{"%s":1, "%s~":1%s}' % (name.encode(), name.encode(), tail)) == (False, False)
+
+
 @pytest.mark.parametrize("schema, data", [
     ({"type": "string"}, b'"\\ud800"'),  # a lone surrogate: orjson refuses it
     ({"type": "string"}, b'"\\udc00\\ud800"'),

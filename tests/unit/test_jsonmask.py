@@ -163,6 +163,24 @@ def test_nothing_matched_returns_the_same_object(twin, rules, value):
     assert masker(twin, *rules).mask(value) is value
 
 
+# Keys are compared 8 bytes at a time where the document has 8 bytes from the key on, byte by
+# byte near its end: names of every length around 8, against keys one byte off anywhere.
+KEY_NAMES = ["a", "ab", "abcdefg", "abcdefgh", "abcdefghi", "abcdefghijklmnop", "abcdefghijklmnopq"]
+
+
+@pytest.mark.parametrize("name", KEY_NAMES)
+@pytest.mark.parametrize("tail", [b"", b', "z": [1, 2, 3, 4, 5, 6, 7, 8, 9]'], ids=["at the end", "mid"])
+def test_keys_match_only_their_exact_bytes(name, tail):
+    rules = [rule(name, REDACT)]
+    assert both(rules, b'{"%s":1%s}' % (name.encode(), tail)) == ("ok", b'{"%s":%s%s}' % (name.encode(), MARK, tail))
+    for at in range(len(name)):
+        for other in (name[:at] + "~" + name[at + 1:], name[:at] + name[at + 1:]):
+            value = b'{"%s":1%s}' % (other.encode(), tail)
+            assert both(rules, value) == ("ok", value)
+    longer = b'{"%s~":1%s}' % (name.encode(), tail)
+    assert both(rules, longer) == ("ok", longer)
+
+
 @pytest.mark.parametrize(
     "value, expected",
     [
