@@ -341,6 +341,14 @@ def markdown(results: dict) -> str:
             f"- Python {v['python']}, uvloop {v['uvloop']}, confluent-kafka {v['confluent_kafka']} "
             f"(librdkafka {v['librdkafka']}); brokerguard commit {v['brokerguard_commit']}",
             ""]
+    stolen = [row["stolen"] for row in results["runs"] if row.get("stolen") is not None]
+    if stolen:
+        out[-1:-1] = [f"- CPU time the hypervisor gave to other guests during the measured runs (steal, "
+                      f"/proc/stat): median {statistics.median(stolen):.0%} ({min(stolen):.0%}–{max(stolen):.0%}) "
+                      "of the machine's"]
+        if statistics.median(stolen) > 0.05:
+            out += ["The host was shared: other guests took a noticeable part of its CPU while the "
+                    "tools ran, so every route ran slower by a share that changed from run to run.", ""]
     busy = results["load_average_before"][0]
     if busy > 0.5 * m["cores"]:
         out += [f"Other work was running when this started (load average {busy:.2f} on "

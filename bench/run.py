@@ -9,7 +9,8 @@ every request is authorized and allowed); the direct baseline uses the broker's 
 listener without logging in. Each round runs
 every tool once per path, the order of the paths rotating from round to round, so a slow
 moment on a shared machine hits every path alike; the report gives the median and the range.
-The gateway's CPU time comes from /proc/<worker pid>/stat around each run.
+The gateway's CPU time comes from /proc/<worker pid>/stat around each run, how busy the machine
+was and how much of its time the hypervisor gave to other guests from /proc/stat.
 
     .venv/bin/python bench/run.py                                  # the full run (~10 min)
     .venv/bin/python bench/run.py --records 50000 --rounds 1 \\
@@ -74,6 +75,15 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def host_ticks() -> tuple[int, int, int]:
+    """(all, idle, stolen) clock ticks of the whole machine so far, from /proc/stat. Stolen ticks
+    are those the hypervisor gave to other guests while this one had work: on a shared VM they
+    slow every route, by a share that changes from minute to minute."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest times are inside user already)
+    return sum(fields[:8]), fields[3] + fields[4], fields[7]
 
 
 def worker_pid(gateway: Gateway) -> int:
@@ -156,12 +166,16 @@ class Bench:
         os.sync()  # the previous run's dirty pages are written back now, not during this one
         gw0 = cpu_seconds(route.pid) if route.pid else None
         broker0 = cpu_seconds(self.broker.pid)
+        host0 = host_ticks()
         started = time.monotonic()
         metrics = work()
         seconds = time.monotonic() - started
+        ticks, idle, stolen = (b - a for a, b in zip(host0, host_ticks()))
         row = {"round": round_no, "route": route.name, "tool": tool, **metrics,
                "wall_s": round(seconds, 3),
-               "broker_cpu_s": round(cpu_seconds(self.broker.pid) - broker0, 3)}
+               "broker_cpu_s": round(cpu_seconds(self.broker.pid) - broker0, 3),
+               "machine_busy": round(1 - idle / ticks, 3) if ticks else None,
+               "stolen": round(stolen / ticks, 3) if ticks else None}
         if route.gateway is not None:
             if route.gateway.process.poll() is not None:
                 raise RuntimeError(f"gateway {route.name} exited:\n{route.gateway.log()[-4000:]}")
@@ -239,6 +253,8 @@ def _brief(row: dict) -> str:
         text = f"avg {row['avg_ms']:.3f} ms  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms"
     if "gateway_cpu_s" in row:
         text += f"  gateway {row['gateway_cpu_s']:.2f} CPU-s"
+    if row.get("stolen") is not None:
+        text += f"  machine busy {row['machine_busy']:.0%}, stolen {row['stolen']:.0%}"
     return text + f"  ({row['wall_s']:.1f} s)"
 
 
