@@ -10,7 +10,8 @@ through each (which one goes first alternating by round), and what is compared i
 of each side and the median of the per-round ratios. A change is only visible if it is larger
 than the spread of those ratios, which is printed too. For scale: with the same data path on
 both sides, 4 rounds of a million validated records on a 2-core host gave per-round rate ratios
-from 0.78 to 1.02.
+from 0.78 to 1.02. Each run also prints how much of the machine's CPU the hypervisor gave to
+other guests meanwhile (steal): on a shared VM a run with a large share is slower for that alone.
 
 The ref is installed beside this tree the way bench/foundation.py installs its pass-through
 gateway; both sides run the current test rules and config (tests/harness.py), one worker each.
@@ -32,7 +33,7 @@ import foundation  # noqa: E402
 import kafka_tools as kt  # noqa: E402
 from devstack.kafka import KafkaBroker  # noqa: E402
 from harness import Gateway, java_client_properties  # noqa: E402
-from run import Topics, audit_section, cpu_seconds, worker_pid  # noqa: E402
+from run import Topics, audit_section, cpu_seconds, host_ticks, worker_pid  # noqa: E402
 
 TOOLS = ("produce-json", "consume-json")
 
@@ -91,7 +92,7 @@ def _rounds(a, tools, sides, broker, topics, payloads: Path, size: int) -> list[
             topics.create([topic])
             for tool in tools:
                 pid = worker_pid(gateway)
-                before = cpu_seconds(pid)
+                before, host_before = cpu_seconds(pid), host_ticks()
                 if tool == "produce-json":
                     out = kt.run_tool(kt.PRODUCER_PERF, *kt.json_producer_args(
                         gateway.bootstrap, topic, a.records, payloads, properties), timeout=a.tool_timeout)
@@ -104,10 +105,12 @@ def _rounds(a, tools, sides, broker, topics, payloads: Path, size: int) -> list[
                         gateway.bootstrap, topic, a.records, f"{topic}-group", properties), timeout=a.tool_timeout)
                     rate = kt.parse_consumer(out.stdout)["records_per_s"]
                 cpu = cpu_seconds(pid) - before
+                ticks, _, stolen = (after - start for start, after in zip(host_before, host_ticks()))
                 print(f"round {round_no} {tool:12} {side}  {rate:10.0f} records/s  gateway {cpu:5.2f} CPU-s"
-                      + ("  (warm-up)" if round_no == 0 else ""), flush=True)
+                      f"  stolen {stolen / ticks:.0%}" + ("  (warm-up)" if round_no == 0 else ""), flush=True)
                 if round_no:
-                    runs.append({"round": round_no, "tool": tool, "side": side, "rate": rate, "cpu": cpu})
+                    runs.append({"round": round_no, "tool": tool, "side": side, "rate": rate, "cpu": cpu,
+                                 "stolen": stolen / ticks})
             topics.delete([topic])
     return runs
 
@@ -124,6 +127,9 @@ def _summary(runs: list[dict], tools: list[str]) -> None:
             ratios = sorted(by[n, "A"][key] / by[n, "B"][key] for n in rounds)
             print(f"  {unit:14} A {a:10.2f}  B {b:10.2f}  A/B {a / b:.3f};  per round: median "
                   f"{statistics.median(ratios):.3f}, range {ratios[0]:.3f}–{ratios[-1]:.3f}")
+        stolen = [r["stolen"] for r in mine]
+        print(f"  CPU the hypervisor gave to other guests: median {statistics.median(stolen):.0%}, "
+              f"at most {max(stolen):.0%} (runs with much of it compare poorly)")
 
 
 if __name__ == "__main__":
