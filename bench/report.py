@@ -343,9 +343,9 @@ def markdown(results: dict) -> str:
             ""]
     stolen = [row["stolen"] for row in results["runs"] if row.get("stolen") is not None]
     if stolen:
-        out[-1:-1] = [f"- CPU time the hypervisor gave to other guests during the measured runs (steal, "
-                      f"/proc/stat): median {statistics.median(stolen):.0%} ({min(stolen):.0%}–{max(stolen):.0%}) "
-                      "of the machine's"]
+        out[-1:-1] = [f"- Steal (CPU time the hypervisor gave to other guests, from /proc/stat) during the "
+                      f"measured runs: median {statistics.median(stolen):.0%} ({min(stolen):.0%}–"
+                      f"{max(stolen):.0%}) of the machine's CPU time"]
         if statistics.median(stolen) > 0.05:
             out += ["The host was shared: other guests took a noticeable part of its CPU while the "
                     "tools ran, so every route ran slower by a share that changed from run to run.", ""]
