@@ -33,7 +33,7 @@ import foundation  # noqa: E402
 import kafka_tools as kt  # noqa: E402
 from devstack.kafka import KafkaBroker  # noqa: E402
 from harness import Gateway, java_client_properties  # noqa: E402
-from run import Topics, audit_section, cpu_seconds, host_ticks, worker_pid  # noqa: E402
+from run import Topics, audit_section, cpu_seconds, host_shares, host_ticks, worker_pid  # noqa: E402
 
 TOOLS = ("produce-json", "consume-json")
 
@@ -105,12 +105,12 @@ def _rounds(a, tools, sides, broker, topics, payloads: Path, size: int) -> list[
                         gateway.bootstrap, topic, a.records, f"{topic}-group", properties), timeout=a.tool_timeout)
                     rate = kt.parse_consumer(out.stdout)["records_per_s"]
                 cpu = cpu_seconds(pid) - before
-                ticks, _, stolen = (after - start for start, after in zip(host_before, host_ticks()))
+                _, stolen = host_shares(host_before)
                 print(f"round {round_no} {tool:12} {side}  {rate:10.0f} records/s  gateway {cpu:5.2f} CPU-s"
-                      f"  stolen {stolen / ticks:.0%}" + ("  (warm-up)" if round_no == 0 else ""), flush=True)
+                      f"  stolen {stolen:.0%}" + ("  (warm-up)" if round_no == 0 else ""), flush=True)
                 if round_no:
                     runs.append({"round": round_no, "tool": tool, "side": side, "rate": rate, "cpu": cpu,
-                                 "stolen": stolen / ticks})
+                                 "stolen": stolen})
             topics.delete([topic])
     return runs
 

@@ -339,16 +339,16 @@ def markdown(results: dict) -> str:
             f"- Kafka {v['kafka']} (one KRaft node, `devstack.kafka.KafkaBroker`, fresh work dir); "
             f"{v['java']}",
             f"- Python {v['python']}, uvloop {v['uvloop']}, confluent-kafka {v['confluent_kafka']} "
-            f"(librdkafka {v['librdkafka']}); brokerguard commit {v['brokerguard_commit']}",
-            ""]
+            f"(librdkafka {v['librdkafka']}); brokerguard commit {v['brokerguard_commit']}"]
     stolen = [row["stolen"] for row in results["runs"] if row.get("stolen") is not None]
     if stolen:
-        out[-1:-1] = [f"- Steal (CPU time the hypervisor gave to other guests, from /proc/stat) during the "
-                      f"measured runs: median {statistics.median(stolen):.0%} ({min(stolen):.0%}–"
-                      f"{max(stolen):.0%}) of the machine's CPU time"]
-        if statistics.median(stolen) > 0.05:
-            out += ["The host was shared: other guests took a noticeable part of its CPU while the "
-                    "tools ran, so every route ran slower by a share that changed from run to run.", ""]
+        out += [f"- Steal (CPU time the hypervisor gave to other guests, from /proc/stat) during the "
+                f"measured runs: median {statistics.median(stolen):.0%} ({min(stolen):.0%}–"
+                f"{max(stolen):.0%}) of the machine's CPU time"]
+    out += [""]
+    if stolen and statistics.median(stolen) > 0.05:
+        out += ["The host was shared: other guests took a noticeable part of its CPU while the "
+                "tools ran, so every route ran slower by a share that changed from run to run.", ""]
     busy = results["load_average_before"][0]
     if busy > 0.5 * m["cores"]:
         out += [f"Other work was running when this started (load average {busy:.2f} on "

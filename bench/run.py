@@ -86,6 +86,12 @@ def host_ticks() -> tuple[int, int, int]:
     return sum(fields[:8]), fields[3] + fields[4], fields[7]
 
 
+def host_shares(before: tuple[int, int, int]) -> tuple[float | None, float | None]:
+    """(busy, stolen): the machine's shares of its clock ticks since host_ticks() gave `before`."""
+    ticks, idle, stolen = (after - start for start, after in zip(before, host_ticks()))
+    return (round(1 - idle / ticks, 3), round(stolen / ticks, 3)) if ticks else (None, None)
+
+
 def worker_pid(gateway: Gateway) -> int:
     # With one worker the `brokerguard run` process serves itself; the log names it either way.
     for line in reversed(gateway.log().splitlines()):  # the log file may hold earlier runs
@@ -170,12 +176,11 @@ class Bench:
         started = time.monotonic()
         metrics = work()
         seconds = time.monotonic() - started
-        ticks, idle, stolen = (b - a for a, b in zip(host0, host_ticks()))
+        busy, stolen = host_shares(host0)
         row = {"round": round_no, "route": route.name, "tool": tool, **metrics,
                "wall_s": round(seconds, 3),
                "broker_cpu_s": round(cpu_seconds(self.broker.pid) - broker0, 3),
-               "machine_busy": round(1 - idle / ticks, 3) if ticks else None,
-               "stolen": round(stolen / ticks, 3) if ticks else None}
+               "machine_busy": busy, "stolen": stolen}
         if route.gateway is not None:
             if route.gateway.process.poll() is not None:
                 raise RuntimeError(f"gateway {route.name} exited:\n{route.gateway.log()[-4000:]}")
