@@ -22,7 +22,7 @@ system-packages:
 jars:
 	@$(PYTHON) devstack/kafka.py jars
 
-$(INSTALLED): pyproject.toml setup.py ext/*.pyx plugins/kafka/protocol/generate.py devstack/pom.xml
+$(INSTALLED): pyproject.toml setup.py ext/*.pyx ext/*.pxd plugins/kafka/protocol/generate.py devstack/pom.xml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip setuptools wheel cython
 	$(BIN)/pip install -q -e '.[test]'

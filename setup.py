@@ -58,7 +58,7 @@ setup(
     ext_modules=cythonize(
         extensions,
         language_level=3,
-        include_path=["ext"],  # json_tokens.pxd
+        include_path=["ext"],  # json_tokens.pxd, pseudonym.pxd
         compiler_directives={"boundscheck": False, "wraparound": False, "cdivision": True},
     ),
 )

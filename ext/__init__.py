@@ -57,6 +57,7 @@ compile_check = _jsoncheck.compile_check
 
 FALLBACK = _jsonmask.FALLBACK
 FieldMasker = _jsonmask.FieldMasker
+Pseudonyms = _jsonmask.Pseudonyms  # a hash_function FieldMasker computes without Python
 # FieldMasker's strategies
 MASK_REDACT, MASK_NULL, MASK_DROP = _jsonmask.REDACT, _jsonmask.NULL, _jsonmask.DROP
 MASK_KEEP_LAST, MASK_KEEP_FIRST, MASK_HASH = _jsonmask.KEEP_LAST, _jsonmask.KEEP_FIRST, _jsonmask.HASH
@@ -79,6 +80,7 @@ __all__ = [
     "Batch",
     "FieldMasker",
     "FrameError",
+    "Pseudonyms",
     "RecordError",
     "Records",
     "RequestScanner",

@@ -23,6 +23,15 @@ KEEP_LAST: Final = 4  # a string's code points become '*' but its last n; all of
 KEEP_FIRST: Final = 5  # the same, keeping the first n
 HASH: Final = 6  # a string becomes hash_function(its JSON text, quotes included)
 
+class Pseudonyms:
+    """A hash_function for HASH that the compiled twin computes itself, without Python (so its
+    native_mask_plain is there): a string's JSON text (quotes included) becomes `"h:` and the
+    first 16 bytes of HMAC-SHA256(key, that text) in lowercase hex, quoted."""
+
+    key: bytes
+    def __init__(self, key: bytes) -> None: ...
+    def __call__(self, literal: bytes) -> bytes: ...
+
 class FieldMasker:
     """Member-path mask rules applied to the bytes of JSON documents, in one pass that builds no
     Python objects: only the bytes of masked values change; every other byte, whitespace
@@ -47,8 +56,8 @@ class FieldMasker:
     @property
     def native_mask_plain(self) -> object | None:
         """The same without Python, so called with the GIL released: a capsule whose context is
-        these rules; None when a rule is HASH (it calls hash_function) and in the pure-Python
-        twin."""
+        these rules; None when a rule is HASH with a hash_function other than Pseudonyms (it is
+        called from C) and in the pure-Python twin."""
     def mask_all(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[int]]:
         """mask for each item of values in one call: the results in order, and the indexes of
         the items it left for the general path (kept as they were in the list): those that are

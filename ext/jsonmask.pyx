@@ -37,11 +37,12 @@ cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_New
 from cpython.pycapsule cimport PyCapsule_New, PyCapsule_SetContext
-from libc.stdint cimport uint64_t
+from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memchr, memcpy, memset
 
 from json_tokens cimport _escaped_key_is, _key_is, _key_word, _literal, _number, _string, _ws
+from pseudonym cimport PSEUDONYM_SIZE, bg_hmac_prepare, bg_pseudonym, bg_sha_extensions
 from value_mask cimport (CAPSULE, PLAIN_CAPSULE, VALUE_FALLBACK, VALUE_INVALID, VALUE_KEPT, VALUE_MASKED,
                         MaskOutput, reserve)
 
@@ -56,9 +57,11 @@ __all__ = [
     "NULL",
     "REDACT",
     "FieldMasker",
+    "Pseudonyms",
 ]
 
 FALLBACK = _py.FALLBACK
+Pseudonyms = _py.Pseudonyms
 REDACT, DROP, KEEP_LAST, KEEP_FIRST, HASH = 1, 3, 4, 5, 6
 globals()["NULL"] = 2  # NULL is the C null pointer in Cython source
 
@@ -106,7 +109,7 @@ ctypedef struct Edit:
     Py_ssize_t stars  # keep_*: how many '*', and the original bytes kept
     Py_ssize_t keep_from
     Py_ssize_t keep_to
-    const unsigned char* text  # hash: the bytes written (held by FieldMasker._write)
+    const unsigned char* text  # hash through Python: the bytes written (held by FieldMasker._write)
 
 
 ctypedef struct Frame:
@@ -121,7 +124,19 @@ ctypedef struct Frame:
     bint kept  # a member of this object is kept
 
 
+ctypedef struct MaskPlan:
+    # What a FieldMasker compiled, for walks that need no Python object.
+    const Node* nodes
+    const Edge* edges
+    Py_ssize_t height
+    Py_ssize_t max_depth
+    bint pseudonyms  # HASH writes pseudonyms under the key whose HMAC states these are
+    uint32_t hmac_inner[8]
+    uint32_t hmac_outer[8]
+
+
 ctypedef struct Walk:
+    const MaskPlan* plan  # NULL: no rules
     const Node* nodes
     const Edge* edges
     int root  # 0, or -1 when nothing can match
@@ -135,14 +150,6 @@ ctypedef struct Walk:
     bint kinds_owned
     Frame* frames  # the open objects rules may match in, one per level from the root
     bint fallback
-
-
-ctypedef struct MaskPlan:
-    # What a FieldMasker compiled, for walks that need no Python object.
-    const Node* nodes
-    const Edge* edges
-    Py_ssize_t height
-    Py_ssize_t max_depth
 
 
 # Keys
@@ -455,7 +462,12 @@ cdef class FieldMasker:
         self.plan.edges = self.edges
         self.plan.height = height
         self.plan.max_depth = max_depth
-        self.uses_hash = any(self.edges[i].strategy == S_HASH for i in range(edge_count))
+        self.plan.pseudonyms = isinstance(hash_function, Pseudonyms)
+        if self.plan.pseudonyms:
+            key = hash_function.key
+            bg_hmac_prepare(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), self.plan.hmac_inner,
+                            self.plan.hmac_outer)
+        self.uses_hash = not self.plan.pseudonyms and any(self.edges[i].strategy == S_HASH for i in range(edge_count))
 
     @property
     def native_mask_value(self):
@@ -464,7 +476,7 @@ cdef class FieldMasker:
 
     @property
     def native_mask_plain(self):
-        """Without `hash` rules: a capsule of _mask_plain with this masker's plan as its context,
+        """Unless `hash` rules call Python: a capsule of _mask_plain with this masker's plan as its context,
         which the record core calls without the GIL (see value_mask.pxd); else None."""
         if self.nodes == NULL or self.uses_hash:
             return None
@@ -572,6 +584,7 @@ cdef bint _start_walk(const MaskPlan* plan, Walk* w, Edit* local_edits, unsigned
                       Frame* local_frames) noexcept nogil:
     """Ready w for a walk under plan with the caller's local buffers; False: no memory."""
     memset(w, 0, sizeof(Walk))
+    w.plan = plan
     w.nodes = plan.nodes
     w.edges = plan.edges
     w.root = 0 if plan.nodes[0].count else -1
@@ -598,8 +611,9 @@ cdef void _end_walk(Walk* w, Frame* local_frames) noexcept nogil:
 
 
 cdef int _mask_plain(const void* context, const unsigned char* p, Py_ssize_t size, MaskOutput* out) noexcept nogil:
-    """A VALUE_* answer for p[:size] under a MaskPlan without `hash` rules, so with no Python and
-    no GIL; the masked bytes are appended to out (VALUE_MASKED). -1: out of memory."""
+    """A VALUE_* answer for p[:size] under a MaskPlan whose `hash` rules (if any) make Pseudonyms,
+    so with no Python and no GIL; the masked bytes are appended to out (VALUE_MASKED). -1: out of
+    memory."""
     cdef Walk w
     cdef Edit local_edits[LOCAL_EDITS]
     cdef unsigned char local_kinds[LOCAL_KINDS]
@@ -628,8 +642,8 @@ cdef int _walk_answer(Walk* w, const unsigned char* p, Py_ssize_t size) noexcept
 
 
 cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) noexcept nogil:
-    """Appends p[:size] with w's edits made to output (a hash edit's text and size already set);
-    -1: out of memory."""
+    """Appends p[:size] with w's edits made to output (a hash edit's text and size already set,
+    unless the plan makes Pseudonyms); -1: out of memory."""
     cdef Py_ssize_t i, done = 0, total = size
     cdef Edit* edit
     cdef const Edge* e
@@ -646,6 +660,8 @@ cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutp
                 edit.size = 4
             elif e.strategy != S_HASH:
                 _keep(p, edit, e.n, e.strategy == S_KEEP_LAST)
+            elif w.plan.pseudonyms:
+                edit.size = PSEUDONYM_SIZE
         total += edit.size - (edit.end - edit.start)
     o = reserve(output, total)
     if o == NULL:
@@ -664,7 +680,10 @@ cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutp
         elif e.strategy == S_NULL:
             memcpy(o, b"null", 4)
         elif e.strategy == S_HASH:
-            memcpy(o, edit.text, edit.size)
+            if w.plan.pseudonyms:
+                bg_pseudonym(w.plan.hmac_inner, w.plan.hmac_outer, p + edit.start, edit.end - edit.start, o)
+            else:
+                memcpy(o, edit.text, edit.size)
         else:
             o[0] = 0x22
             if e.strategy == S_KEEP_LAST:
@@ -684,5 +703,11 @@ cdef int _mask_value(object masker, const unsigned char* p, Py_ssize_t n, MaskOu
         raise TypeError(f"native_mask_value needs its FieldMasker, not {type(masker).__name__}")
     return (<FieldMasker>masker)._mask_into(p, n, out)
 
+
+
+def _sha_extensions(bint on):
+    """For the tests: whether Pseudonyms use the CPU's SHA extensions, where it has them (the
+    portable code otherwise); the previous setting."""
+    return bool(bg_sha_extensions(on))
 
 _MASK_VALUE = PyCapsule_New(<void*>_mask_value, CAPSULE, NULL)

@@ -34,6 +34,8 @@ only the bytes of the values it masks: every other byte, whitespace included, st
 Rule checking and its messages live here and only here: jsonmask.pyx compiles its rules with
 `_compile` too, so both twins refuse the same rules with the same words.
 """
+import hashlib
+import hmac
 import re
 import sys
 
@@ -46,6 +48,7 @@ __all__ = [
     "NULL",
     "REDACT",
     "FieldMasker",
+    "Pseudonyms",
 ]
 
 REDACT, NULL, DROP, KEEP_LAST, KEEP_FIRST, HASH = 1, 2, 3, 4, 5, 6
@@ -374,6 +377,23 @@ def _keep(content: bytes, n: int, last: bool) -> bytes:
     else:
         kept = text[:n] + "*" * (size - n)
     return b'"' + kept.encode("utf-8") + b'"'
+
+
+class Pseudonyms:
+    """A hash_function the compiled twin runs without Python (ext/pseudonym.pxd). See jsonmask.pyi."""
+
+    __slots__ = ("key", "_keyed")
+
+    def __init__(self, key):
+        if not isinstance(key, bytes):
+            raise TypeError(f"the key must be bytes, not {type(key).__name__}")
+        self.key = key
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)  # copied per value: half the cost of keying anew
+
+    def __call__(self, literal):
+        mac = self._keyed.copy()
+        mac.update(literal)
+        return b'"h:' + mac.digest()[:16].hex().encode() + b'"'
 
 
 class FieldMasker:

@@ -111,11 +111,6 @@ class _Pseudonyms:
         mac.update(canonical)
         return "h:" + mac.digest()[:16].hex()
 
-    def literal(self, string_literal: bytes) -> bytes:
-        """For the native walker: a JSON string literal without escapes is already the
-        canonical JSON of its string, as orjson writes it."""
-        return b'"' + self.of_json(string_literal).encode() + b'"'
-
 
 def _field_function(mask: Mask) -> Callable[[Any], Any] | None:
     """What a field rule does to a value; None for `drop`, which its container does."""
@@ -635,7 +630,9 @@ def _walker(rules: Sequence[_Rule]) -> FieldMasker:
         by_path[path] = rule.mask if path not in by_path else _least_revealing(by_path[path], rule.mask)
     hashes = {mask.key for mask in by_path.values() if mask.strategy == "hash"}
     assert len(hashes) <= 1, "one profile, one hash key"
-    pseudonyms = _Pseudonyms(hashes.pop()).literal if hashes else None
+    # A JSON string literal without escapes (all the walker hashes) is already the canonical JSON
+    # of its string, as orjson writes it: _native.Pseudonyms gives what _Pseudonyms.of_json does.
+    pseudonyms = _native.Pseudonyms(hashes.pop()) if hashes else None
     return FieldMasker([(path, _WALKER_STRATEGIES[mask.strategy], mask.n, _dumps(mask.text))
                         for path, mask in by_path.items()], pseudonyms)
 

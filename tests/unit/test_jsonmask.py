@@ -8,6 +8,7 @@ against Python's json (see python_accepts for where RFC 8259 and Python differ).
 Hypothesis prints the seed and a reproduction blob on failure.
 """
 import hashlib
+import hmac
 import json
 import os
 import subprocess
@@ -569,6 +570,42 @@ def test_a_masker_is_initialized_once(twin):
     with pytest.raises(TypeError, match="^a FieldMasker is initialized once; make a new one for other rules$"):
         m.__init__([rule("a", REDACT)])
     assert m.mask(b'{"a": 1}') == b'{"a": null}'
+
+
+def hmac_pseudonym(key: bytes, literal: bytes) -> bytes:
+    """Pseudonyms' answer, from Python's hmac: the oracle for both twins."""
+    return b'"h:' + hmac.new(key, literal, hashlib.sha256).hexdigest()[:32].encode() + b'"'
+
+
+@pytest.mark.parametrize("sha_extensions", [True, False], ids=["sha-extensions", "portable"])
+@given(key=st.binary(max_size=200), text=st.text(max_size=300))
+def test_pseudonyms_are_hmac_sha256_of_the_string_literal(sha_extensions, key, text):
+    """HASH with Pseudonyms: the compiled twin computes HMAC-SHA256 itself (with the CPU's SHA
+    extensions where it has them, in portable C otherwise), without Python and so without the
+    GIL. Keys longer than SHA-256's block are hashed first; literals of any length, over many
+    blocks."""
+    literal = json.dumps(text, ensure_ascii=False).encode()
+    if b"\\" in literal:
+        return  # an escaped string goes to the general path: FALLBACK
+    document = b'{"id": 7, "email": ' + literal + b', "tags": ["x"]}'
+    expected = b'{"id": 7, "email": ' + hmac_pseudonym(key, literal) + b', "tags": ["x"]}'
+    before = jsonmask._sha_extensions(sha_extensions)
+    try:
+        native = jsonmask.FieldMasker([(("email",), HASH, 0, None)], jsonmask.Pseudonyms(key))
+        assert native.native_mask_plain is not None  # no Python called: the GIL-free path
+        assert native.mask(document) == expected
+    finally:
+        jsonmask._sha_extensions(before)
+    python = jsonmask_py.FieldMasker([(("email",), HASH, 0, None)], jsonmask_py.Pseudonyms(key))
+    assert python.mask(document) == expected
+
+
+def test_a_hash_function_of_its_own_is_called_from_the_walk():
+    """Any other hash_function is Python, so the compiled masker cannot run without the GIL."""
+    assert masker(jsonmask, rule("a", HASH)).native_mask_plain is None
+    assert masker(jsonmask, rule("a", REDACT)).native_mask_plain is not None
+    with pytest.raises(TypeError, match="the key must be bytes, not str"):
+        jsonmask.Pseudonyms("key")
 
 
 def test_hash_function_results_are_checked(twin):
