@@ -462,7 +462,7 @@ cdef class FieldMasker:
         self.plan.edges = self.edges
         self.plan.height = height
         self.plan.max_depth = max_depth
-        self.plan.pseudonyms = isinstance(hash_function, Pseudonyms)
+        self.plan.pseudonyms = type(hash_function) is Pseudonyms  # a subclass may call differently
         if self.plan.pseudonyms:
             key = hash_function.key
             bg_hmac_prepare(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), self.plan.hmac_inner,

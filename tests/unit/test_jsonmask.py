@@ -604,6 +604,13 @@ def test_a_hash_function_of_its_own_is_called_from_the_walk():
     """Any other hash_function is Python, so the compiled masker cannot run without the GIL."""
     assert masker(jsonmask, rule("a", HASH)).native_mask_plain is None
     assert masker(jsonmask, rule("a", REDACT)).native_mask_plain is not None
+
+    class Fixed(jsonmask.Pseudonyms):
+        def __call__(self, literal):
+            return b'"fixed"'
+
+    mine = masker(jsonmask, rule("a", HASH), hash_function=Fixed(b"k"))
+    assert mine.native_mask_plain is None and mine.mask(b'{"a": "x"}') == b'{"a": "fixed"}'
     with pytest.raises(TypeError, match="the key must be bytes, not str"):
         jsonmask.Pseudonyms("key")
 
