@@ -96,10 +96,14 @@ cdef extern from *:
     /* 1: the SHA extensions, 0: portable C, -1: not decided yet (benign race: same answer). */
     static int bg_use_sha_ni = -1;
 
-    static void bg_sha256_block(uint32_t s[8], const unsigned char* p) {
+    static int bg_sha_ni(void) {
         if (bg_use_sha_ni < 0)
             bg_use_sha_ni = bg_cpu_has_sha();
-        if (bg_use_sha_ni)
+        return bg_use_sha_ni;
+    }
+
+    static void bg_sha256_block(uint32_t s[8], const unsigned char* p) {
+        if (bg_sha_ni())
             bg_sha256_block_ni(s, p);
         else
             bg_sha256_block_c(s, p);
@@ -108,10 +112,7 @@ cdef extern from *:
     /* For the tests: whether blocks go through the SHA extensions (where the CPU has them);
        returns the previous setting. */
     static int bg_sha_extensions(int on) {
-        int before;
-        if (bg_use_sha_ni < 0)
-            bg_use_sha_ni = bg_cpu_has_sha();
-        before = bg_use_sha_ni;
+        int before = bg_sha_ni();
         bg_use_sha_ni = on && bg_cpu_has_sha();
         return before;
     }

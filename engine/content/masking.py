@@ -29,8 +29,6 @@ it (the walker has no such limit: it never reads numbers).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -97,19 +95,18 @@ class _Pseudonyms:
     """`h:` and 32 hex digits of HMAC-SHA256(key, canonical JSON of the value).
 
     Canonical JSON (sorted keys) so equal values give equal pseudonyms wherever they appear.
-    The keyed HMAC is prepared once and copied per value, which costs half of keying it anew.
+    `literal` makes them from JSON text (quoted): the walker computes that one itself, and a
+    JSON string literal without escapes (all it hashes) is already its string's canonical JSON.
     """
 
     def __init__(self, key: bytes) -> None:
-        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self.literal = _native.Pseudonyms(key)
 
     def __call__(self, value: Any) -> str:
         return self.of_json(_dumps(value, option=orjson.OPT_SORT_KEYS))
 
     def of_json(self, canonical: bytes) -> str:
-        mac = self._keyed.copy()
-        mac.update(canonical)
-        return "h:" + mac.digest()[:16].hex()
+        return self.literal(canonical)[1:-1].decode()
 
 
 def _field_function(mask: Mask) -> Callable[[Any], Any] | None:
@@ -630,9 +627,7 @@ def _walker(rules: Sequence[_Rule]) -> FieldMasker:
         by_path[path] = rule.mask if path not in by_path else _least_revealing(by_path[path], rule.mask)
     hashes = {mask.key for mask in by_path.values() if mask.strategy == "hash"}
     assert len(hashes) <= 1, "one profile, one hash key"
-    # A JSON string literal without escapes (all the walker hashes) is already the canonical JSON
-    # of its string, as orjson writes it: _native.Pseudonyms gives what _Pseudonyms.of_json does.
-    pseudonyms = _native.Pseudonyms(hashes.pop()) if hashes else None
+    pseudonyms = _Pseudonyms(hashes.pop()).literal if hashes else None
     return FieldMasker([(path, _WALKER_STRATEGIES[mask.strategy], mask.n, _dumps(mask.text))
                         for path, mask in by_path.items()], pseudonyms)
 
