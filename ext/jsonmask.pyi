@@ -9,6 +9,18 @@ __all__: Final[list[str]]
 # replacement, the JSON text REDACT writes (e.g. b'"[REDACTED]"'), by REDACT only (None otherwise).
 Rule: TypeAlias = tuple[tuple[str, ...], int, int, bytes | None]
 
+# A mask of a state: (strategy, n, replacement), read as in a Rule.
+Mask: TypeAlias = tuple[int, int, bytes | None]
+
+# A state of a deterministic path automaton: (mask, members, elements, other). states[0] is the
+# document's (its mask must be None). A value whose state has a mask is masked whole; otherwise,
+# when it is an object, each member goes to the state its name leads to in members, else to other;
+# when it is an array, each element to the state its index (from 0, as the array came) leads to in
+# elements, else to other. A state is an index into the states list; -1 is none: nothing there is
+# masked. Loops are allowed ($..ssn loops through every member and element below). Profiles
+# compile their paths, with [*], [n] and ..name, into states.
+State: TypeAlias = tuple[Mask | None, tuple[tuple[str, int], ...], tuple[tuple[int, int], ...], int]
+
 class _Fallback: ...
 
 FALLBACK: Final[_Fallback]
@@ -33,22 +45,27 @@ class Pseudonyms:
     def __call__(self, literal: bytes) -> bytes: ...
 
 class FieldMasker:
-    """Member-path mask rules applied to the bytes of JSON documents, in one pass that builds no
-    Python objects: only the bytes of masked values change; every other byte, whitespace
-    included, stays as it was."""
+    """Mask rules applied to the bytes of JSON documents, in one pass that builds no Python
+    objects: only the bytes of masked values change; every other byte, whitespace included,
+    stays as it was."""
 
     def __init__(
         self,
-        rules: Iterable[Rule],
+        rules: Iterable[Rule] = (),
         hash_function: Callable[[bytes], bytes] | None = None,
         max_depth: int = 1024,
+        *,
+        states: Iterable[State] | None = None,
     ) -> None:
-        """Paths must be unique and name at least one member. A path under another rule's path
+        """Member-path rules, or the states of a path automaton (one or the other).
+
+        Paths must be unique and name at least one member. A path under another rule's path
         is moot: the outer rule replaces the whole value. hash_function is needed by HASH; it
         gets a string's raw JSON text (quotes included) and returns the JSON text to write.
         Documents nested deeper than max_depth (objects and arrays) count as invalid.
 
-        Raises TypeError or ValueError for a malformed rule (the same message in both twins)."""
+        Raises TypeError or ValueError for a malformed rule or state (the same message in both
+        twins)."""
     @property
     def native_mask_value(self) -> object | None:
         """A capsule holding the C function by which Batch.with_masked_values masks a batch's

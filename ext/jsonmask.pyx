@@ -16,22 +16,24 @@
 # nested deeper than max_depth is invalid. NaN, Infinity and a BOM are not JSON.
 #
 # A rule's path names object members, from the root object down: ("card", "number") is the
-# member "number" of the object that is the value of the root's member "card". Arrays are not
-# looked into. Keys are compared after decoding their escapes (a surrogate pair is one code
-# point; a lone surrogate escape compares as its 3-byte surrogatepass form, as the rule names
-# are encoded); every occurrence of a duplicate key is masked.
+# member "number" of the object that is the value of the root's member "card". States (see
+# jsonmask.pyi) reach into arrays too, by index or every element, and to any depth. Keys are
+# compared after decoding their escapes (a surrogate pair is one code point; a lone surrogate
+# escape compares as its 3-byte surrogatepass form, as the names are encoded); every occurrence
+# of a duplicate key is masked. Elements are counted as they came, dropped ones included.
 #
 # DROP removes a member's key, colon and value, the whitespace between them, and one comma: the
 # one after the value with the whitespace up to the next key, or for the last member the one
 # before the key with the whitespace back to the previous value. `{"a":1 , "b":2}` without b is
 # `{"a":1}`, without a `{"b":2}`; without its only member an object keeps what whitespace it held.
+# An array's element goes the same way: `[1 , 2]` without element 1 is `[1]`.
 # cython: language_level=3
-"""Compiled twin of jsonmask_py.py: member-path masking of JSON bytes in one C pass.
+"""Compiled twin of jsonmask_py.py: path masking of JSON bytes in one C pass.
 
 The walker validates the whole document and notes where the matched values lie (no Python
 object per token); the result is written by copying the unchanged spans into one new bytes
-object. Rules are checked and compiled by jsonmask_py._compile, so both twins refuse the same
-rules with the same messages; this module flattens them into C arrays.
+object. Rules and states are checked and compiled by jsonmask_py._compile, so both twins refuse
+the same ones with the same messages; this module flattens the states into C arrays.
 """
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -84,27 +86,39 @@ cdef enum:
     LOCAL_FRAMES = 16
 
 
-ctypedef struct Edge:
+ctypedef struct Member:
+    # A member name that leads to a state.
     const unsigned char* name  # UTF-8 (surrogatepass)
     Py_ssize_t size
     uint64_t word, mask  # for _key_is
     bint backslash  # the name holds a backslash
-    int strategy  # 0: a step on the way to longer paths
-    int child  # the node below, or -1
+    int target
+
+
+ctypedef struct Element:
+    # An array index that leads to a state.
+    Py_ssize_t index
+    int target
+
+
+ctypedef struct State:
+    int strategy  # what is done to a value here, or 0 (nothing: what is under it may be)
     Py_ssize_t n
     const unsigned char* replacement
     Py_ssize_t replacement_size
-
-
-ctypedef struct Node:
-    Py_ssize_t first  # its edges: edges[first:first + count]
-    Py_ssize_t count
+    Py_ssize_t first_member  # its members: members[first_member:first_member + member_count]
+    Py_ssize_t member_count
+    Py_ssize_t first_element
+    Py_ssize_t element_count
+    int other  # the state of every member or element not listed, or -1
+    bint objects  # an object here has members that lead somewhere
+    bint arrays  # the same for an array's elements
 
 
 ctypedef struct Edit:
-    Py_ssize_t start  # bytes start:end are replaced as edge says, or removed if edge is -1
+    Py_ssize_t start  # bytes start:end are replaced as state says, or removed if state is -1
     Py_ssize_t end
-    Py_ssize_t edge
+    int state
     Py_ssize_t size  # the bytes written instead
     Py_ssize_t stars  # keep_*: how many '*', and the original bytes kept
     Py_ssize_t keep_from
@@ -113,22 +127,23 @@ ctypedef struct Edit:
 
 
 ctypedef struct Frame:
-    # An open object that rules may match members of.
-    int node
-    Py_ssize_t edge  # the rule of the member whose value is being read, or -1
+    # An open container that rules may match members or elements of.
+    int state
+    Py_ssize_t index  # in an array: the next element's
+    int target  # the state of the member or element whose value is being read, if it masks; or -1
     Py_ssize_t value_start
-    Py_ssize_t value_end  # the end of the last member's value
-    Py_ssize_t run_start  # the key of the first of the dropped members not yet removed, or -1
-    Py_ssize_t run_from  # the end of the kept member's value before that run, or -1
+    Py_ssize_t value_end  # the end of the last member's or element's value
+    Py_ssize_t run_start  # the start of the first of the dropped members or elements not yet removed, or -1
+    Py_ssize_t run_from  # the end of the kept value before that run, or -1
     Py_ssize_t run_end
-    bint kept  # a member of this object is kept
+    bint kept  # a member or element of this container is kept
 
 
 ctypedef struct MaskPlan:
     # What a FieldMasker compiled, for walks that need no Python object.
-    const Node* nodes
-    const Edge* edges
-    Py_ssize_t height
+    const State* states
+    const Member* members
+    const Element* elements
     Py_ssize_t max_depth
     bint pseudonyms  # HASH writes pseudonyms under the key whose HMAC states these are
     uint32_t hmac_inner[8]
@@ -137,8 +152,9 @@ ctypedef struct MaskPlan:
 
 ctypedef struct Walk:
     const MaskPlan* plan  # NULL: no rules
-    const Node* nodes
-    const Edge* edges
+    const State* states
+    const Member* members
+    const Element* elements
     int root  # 0, or -1 when nothing can match
     Py_ssize_t max_depth
     Edit* edits
@@ -148,38 +164,48 @@ ctypedef struct Walk:
     unsigned char* kinds  # the opening byte of each open container
     Py_ssize_t kind_capacity
     bint kinds_owned
-    Frame* frames  # the open objects rules may match in, one per level from the root
+    Frame* frames  # the open containers rules may match in, one per level from the root
+    Py_ssize_t frame_capacity
+    bint frames_owned
     bint fallback
 
 
-# Keys
+# Keys and indexes
 
 
-cdef inline Py_ssize_t _match(const Walk* w, int node, const unsigned char* key,
-                              Py_ssize_t size, bint escaped, Py_ssize_t readable) noexcept nogil:
-    """The edge of node named key (its bytes between the quotes, `escaped` if they hold a
-    backslash; `readable` bytes from key are in the document), or -1."""
-    cdef Py_ssize_t i, first = w.nodes[node].first, end = first + w.nodes[node].count
-    cdef const Edge* e
+cdef inline int _member_target(const Walk* w, const State* s, const unsigned char* key, Py_ssize_t size,
+                               bint escaped, Py_ssize_t readable) noexcept nogil:
+    """The state that the member named key leads to from s (key: its bytes between the quotes,
+    `escaped` if they hold a backslash; `readable` bytes from key are in the document), or -1."""
+    cdef Py_ssize_t i, first = s.first_member, end = first + s.member_count
+    cdef const Member* m
     for i in range(first, end):
-        e = &w.edges[i]
-        if e.size == size and _key_is(key, size, readable, e.name, e.word, e.mask):
-            if not e.backslash:
-                return i
+        m = &w.members[i]
+        if m.size == size and _key_is(key, size, readable, m.name, m.word, m.mask):
+            if not m.backslash:
+                return m.target
             break  # the key holds a backslash too, so it must be decoded
     else:
         if not escaped:
-            return -1
+            return s.other
     for i in range(first, end):
-        if _escaped_key_is(key, size, w.edges[i].name, w.edges[i].size):
-            return i
-    return -1
+        if _escaped_key_is(key, size, w.members[i].name, w.members[i].size):
+            return w.members[i].target
+    return s.other
+
+
+cdef inline int _element_target(const Walk* w, const State* s, Py_ssize_t index) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(s.first_element, s.first_element + s.element_count):
+        if w.elements[i].index == index:
+            return w.elements[i].target
+    return s.other
 
 
 # The walk
 
 
-cdef int _add_edit(Walk* w, Py_ssize_t start, Py_ssize_t end, Py_ssize_t edge) noexcept nogil:
+cdef int _add_edit(Walk* w, Py_ssize_t start, Py_ssize_t end, int state) noexcept nogil:
     cdef Edit* grown
     if w.edit_count == w.edit_capacity:
         grown = <Edit*>malloc(2 * w.edit_capacity * sizeof(Edit))
@@ -193,7 +219,7 @@ cdef int _add_edit(Walk* w, Py_ssize_t start, Py_ssize_t end, Py_ssize_t edge) n
         w.edit_capacity *= 2
     w.edits[w.edit_count].start = start
     w.edits[w.edit_count].end = end
-    w.edits[w.edit_count].edge = edge
+    w.edits[w.edit_count].state = state
     w.edit_count += 1
     return VALID
 
@@ -211,54 +237,77 @@ cdef int _grow_kinds(Walk* w) noexcept nogil:
     return VALID
 
 
+cdef int _grow_frames(Walk* w) noexcept nogil:
+    cdef Frame* grown = <Frame*>malloc(2 * w.frame_capacity * sizeof(Frame))
+    if grown == NULL:
+        return NO_MEMORY
+    memcpy(grown, w.frames, w.frame_capacity * sizeof(Frame))
+    if w.frames_owned:
+        free(w.frames)
+    w.frames = grown
+    w.frames_owned = True
+    w.frame_capacity *= 2
+    return VALID
+
+
 cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
     """VALID (w.edits and w.fallback say what to do), INVALID or NO_MEMORY."""
-    cdef Py_ssize_t pos, depth = 0, nactive = 0, key_start, key_end, edge
-    cdef int next_node = w.root  # the node of an object about to be opened, or -1
-    cdef bint want_key = False, escaped
+    cdef Py_ssize_t pos, depth = 0, nactive = 0, start, key_end
+    cdef int next_state = w.root  # the state of a container about to be opened, or -1
+    cdef int target
+    cdef bint starting = False, escaped  # starting: a member or element starts at pos
     cdef unsigned char* kinds = w.kinds
     cdef Frame* frames = w.frames
+    cdef const State* states = w.states
     cdef Py_ssize_t max_depth = w.max_depth
     cdef unsigned char c
     cdef Frame* f
     cdef int strategy
     pos = _ws(p, 0, n)
     while True:
-        if want_key:
-            want_key = False
-            if pos >= n or p[pos] != 0x22:
-                return INVALID
-            key_start = pos
-            escaped = False
-            pos = _string(p, pos + 1, n, &escaped)
-            if pos < 0:
-                return INVALID
-            key_end = pos
-            pos = _ws(p, pos, n)
-            if pos >= n or p[pos] != 0x3A:  # :
-                return INVALID
-            pos = _ws(p, pos + 1, n)
-            next_node = -1
-            if depth == nactive:
+        if starting:
+            starting = False
+            start = pos
+            target = -1
+            if kinds[depth - 1] == 0x7B:
+                if pos >= n or p[pos] != 0x22:
+                    return INVALID
+                escaped = False
+                pos = _string(p, pos + 1, n, &escaped)
+                if pos < 0:
+                    return INVALID
+                key_end = pos
+                pos = _ws(p, pos, n)
+                if pos >= n or p[pos] != 0x3A:  # :
+                    return INVALID
+                pos = _ws(p, pos + 1, n)
+                if depth == nactive:
+                    f = &frames[depth - 1]
+                    target = _member_target(w, &states[f.state], p + start + 1, key_end - start - 2, escaped,
+                                            n - start - 1)
+            elif depth == nactive:
                 f = &frames[depth - 1]
-                edge = _match(w, f.node, p + key_start + 1, key_end - key_start - 2, escaped, n - key_start - 1)
-                if edge >= 0 and w.edges[edge].strategy == S_DROP:
+                target = _element_target(w, &states[f.state], f.index)
+                f.index += 1
+            next_state = -1
+            if depth == nactive:
+                strategy = states[target].strategy if target >= 0 else 0
+                if strategy == S_DROP:
                     if f.run_start < 0:
-                        f.run_start = key_start
+                        f.run_start = start
                         f.run_from = f.value_end if f.kept else -1
-                    f.edge = edge
+                    f.target = target
                 else:
                     if f.run_start >= 0:
-                        if _add_edit(w, f.run_start, key_start, -1) < 0:
+                        if _add_edit(w, f.run_start, start, -1) < 0:
                             return NO_MEMORY
                         f.run_start = -1
                     f.kept = True
-                    if edge >= 0:
-                        if w.edges[edge].strategy:
-                            f.edge = edge
-                            f.value_start = pos
-                        else:
-                            next_node = w.edges[edge].child
+                    if strategy:
+                        f.target = target
+                        f.value_start = pos
+                    else:
+                        next_state = target
         # One value at pos.
         if pos >= n:
             return INVALID
@@ -275,15 +324,20 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
                     return NO_MEMORY
                 kinds = w.kinds
             kinds[depth] = c
-            if next_node >= 0 and c == 0x7B:
+            if next_state >= 0 and (states[next_state].objects if c == 0x7B else states[next_state].arrays):
+                if depth >= w.frame_capacity:
+                    if _grow_frames(w) < 0:
+                        return NO_MEMORY
+                    frames = w.frames
                 f = &frames[depth]
-                f.node = next_node
-                f.edge = -1
+                f.state = next_state
+                f.index = 0
+                f.target = -1
                 f.run_start = -1
                 f.run_from = -1
                 f.kept = False
                 nactive = depth + 1
-            next_node = -1
+            next_state = -1
             depth += 1
             pos = _ws(p, pos + 1, n)
             if pos < n and p[pos] == c + 2:  # } ]: empty
@@ -291,10 +345,8 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
                 depth -= 1
                 if nactive > depth:
                     nactive = depth
-            elif c == 0x7B:
-                want_key = True
-                continue
             else:
+                starting = True
                 continue
         elif c == 0x2D or <unsigned char>(c - 0x30) <= 9:
             pos = _number(p, pos, n)
@@ -306,7 +358,7 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
                 return INVALID
         else:
             return INVALID
-        next_node = -1
+        next_state = -1
         # After a value: close containers, or find the next value or key.
         while True:
             if depth == 0:
@@ -314,24 +366,23 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
             if depth == nactive:
                 f = &frames[depth - 1]
                 f.value_end = pos
-                if f.edge >= 0:
-                    strategy = w.edges[f.edge].strategy
+                if f.target >= 0:
+                    strategy = states[f.target].strategy
                     if strategy == S_DROP:
                         f.run_end = pos
                     elif strategy >= S_KEEP_LAST and (
                             p[f.value_start] != 0x22 or memchr(p + f.value_start, 0x5C, pos - f.value_start) != NULL):
                         w.fallback = True
-                    elif _add_edit(w, f.value_start, pos, f.edge) < 0:
+                    elif _add_edit(w, f.value_start, pos, f.target) < 0:
                         return NO_MEMORY
-                    f.edge = -1
+                    f.target = -1
             pos = _ws(p, pos, n)
             if pos >= n:
                 return INVALID
             c = p[pos]
             if c == 0x2C:  # ,
                 pos = _ws(p, pos + 1, n)
-                if kinds[depth - 1] == 0x7B:
-                    want_key = True
+                starting = True
                 break
             if c != kinds[depth - 1] + 2:
                 return INVALID
@@ -399,75 +450,90 @@ cdef inline void _keep(const unsigned char* p, Edit* edit, Py_ssize_t n, bint la
 
 @cython.final
 cdef class FieldMasker:
-    """Member-path mask rules, applied to JSON documents byte by byte. See jsonmask.pyi."""
+    """Mask rules, applied to JSON documents byte by byte. See jsonmask.pyi."""
 
-    cdef Node* nodes
-    cdef Edge* edges
-    cdef Py_ssize_t node_count
-    cdef Py_ssize_t height  # the longest path: how many objects may be open with rules in them
+    cdef State* states
+    cdef Member* members
+    cdef Element* elements
     cdef Py_ssize_t max_depth
     cdef object hash_function
-    cdef list held  # the bytes the edges point into
+    cdef list held  # the bytes the members and states point into
     cdef MaskPlan plan
     cdef bint uses_hash  # a rule calls hash_function, so masking needs the GIL
 
     def __cinit__(self):
-        self.nodes = NULL
-        self.edges = NULL
+        self.states = NULL
+        self.members = NULL
+        self.elements = NULL
 
     def __dealloc__(self):
-        free(self.nodes)
-        free(self.edges)
+        free(self.states)
+        free(self.members)
+        free(self.elements)
 
-    def __init__(self, rules, hash_function=None, max_depth=1024):
-        cdef Py_ssize_t edge_count, at = 0, i
-        cdef Edge* e
-        if self.nodes != NULL:  # a mask in progress (calling hash_function) may be reading them
+    def __init__(self, rules=(), hash_function=None, max_depth=1024, *, states=None):
+        cdef Py_ssize_t member_count, element_count, at_member = 0, at_element = 0, i
+        cdef State* s
+        cdef Member* m
+        if self.states != NULL:  # a mask in progress (calling hash_function) may be reading them
             raise _py._initialized_twice()
-        nodes, height, max_depth = _py._compile(rules, hash_function, max_depth)
-        edge_count = sum(len(node) for node in nodes)
-        self.nodes = <Node*>malloc(len(nodes) * sizeof(Node))
-        self.edges = <Edge*>malloc((edge_count if edge_count else 1) * sizeof(Edge))
-        if self.nodes == NULL or self.edges == NULL:
-            free(self.nodes)
-            free(self.edges)
-            self.nodes = self.edges = NULL
+        compiled, max_depth = _py._compile(rules, hash_function, max_depth, states)
+        member_count = sum(len(state[3]) for state in compiled)
+        element_count = sum(len(state[4]) for state in compiled)
+        self.states = <State*>malloc(len(compiled) * sizeof(State))
+        self.members = <Member*>malloc((member_count or 1) * sizeof(Member))
+        self.elements = <Element*>malloc((element_count or 1) * sizeof(Element))
+        if self.states == NULL or self.members == NULL or self.elements == NULL:
+            free(self.states)
+            free(self.members)
+            free(self.elements)
+            self.states = NULL
+            self.members = NULL
+            self.elements = NULL
             raise MemoryError()
-        self.node_count = len(nodes)
         self.held = []
-        for i, node in enumerate(nodes):
-            self.nodes[i].first = at
-            self.nodes[i].count = len(node)
-            for name, strategy, n, replacement, child in node:
-                e = &self.edges[at]
+        for i, (strategy, n, replacement, members, elements, other) in enumerate(compiled):
+            s = &self.states[i]
+            s.strategy = strategy
+            s.n = n
+            s.replacement = NULL
+            s.replacement_size = 0
+            if replacement is not None:
+                self.held.append(replacement)
+                s.replacement = <const unsigned char*>PyBytes_AS_STRING(replacement)
+                s.replacement_size = PyBytes_GET_SIZE(replacement)
+            s.first_member = at_member
+            s.member_count = len(members)
+            for name, target in members:
+                m = &self.members[at_member]
                 self.held.append(name)
-                e.name = <const unsigned char*>PyBytes_AS_STRING(name)
-                e.size = PyBytes_GET_SIZE(name)
-                _key_word(e.name, e.size, &e.word, &e.mask)
-                e.backslash = b"\\" in name
-                e.strategy = strategy
-                e.child = child
-                e.n = n
-                e.replacement = NULL
-                e.replacement_size = 0
-                if replacement is not None:
-                    self.held.append(replacement)
-                    e.replacement = <const unsigned char*>PyBytes_AS_STRING(replacement)
-                    e.replacement_size = PyBytes_GET_SIZE(replacement)
-                at += 1
-        self.height = height
+                m.name = <const unsigned char*>PyBytes_AS_STRING(name)
+                m.size = PyBytes_GET_SIZE(name)
+                _key_word(m.name, m.size, &m.word, &m.mask)
+                m.backslash = b"\\" in name
+                m.target = target
+                at_member += 1
+            s.first_element = at_element
+            s.element_count = len(elements)
+            for index, target in elements:
+                self.elements[at_element].index = index
+                self.elements[at_element].target = target
+                at_element += 1
+            s.other = other
+            s.objects = s.member_count > 0 or other >= 0
+            s.arrays = s.element_count > 0 or other >= 0
         self.max_depth = max_depth
         self.hash_function = hash_function
-        self.plan.nodes = self.nodes
-        self.plan.edges = self.edges
-        self.plan.height = height
+        self.plan.states = self.states
+        self.plan.members = self.members
+        self.plan.elements = self.elements
         self.plan.max_depth = max_depth
         self.plan.pseudonyms = type(hash_function) is Pseudonyms  # a subclass may call differently
         if self.plan.pseudonyms:
             key = hash_function.key
             bg_hmac_prepare(<const unsigned char*>PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), self.plan.hmac_inner,
                             self.plan.hmac_outer)
-        self.uses_hash = not self.plan.pseudonyms and any(self.edges[i].strategy == S_HASH for i in range(edge_count))
+        self.uses_hash = not self.plan.pseudonyms and any(state[0] == S_HASH for state in compiled)
 
     @property
     def native_mask_value(self):
@@ -478,7 +544,7 @@ cdef class FieldMasker:
     def native_mask_plain(self):
         """Unless `hash` rules call Python: a capsule of _mask_plain with this masker's plan as its context,
         which the record core calls without the GIL (see value_mask.pxd); else None."""
-        if self.nodes == NULL or self.uses_hash:
+        if self.states == NULL or self.uses_hash:
             return None
         capsule = PyCapsule_New(<void*>_mask_plain, PLAIN_CAPSULE, NULL)
         PyCapsule_SetContext(capsule, <void*>&self.plan)
@@ -534,15 +600,14 @@ cdef class FieldMasker:
         cdef unsigned char local_kinds[LOCAL_KINDS]
         cdef Frame local_frames[LOCAL_FRAMES]
         cdef int status
-        if self.nodes == NULL:
+        if self.states == NULL:
             raise TypeError("FieldMasker.__init__ was not called")
         if not self.uses_hash:
             status = _mask_plain(&self.plan, p, size, out)
             if status < 0:
                 raise MemoryError()
             return status
-        if not _start_walk(&self.plan, &w, local_edits, local_kinds, local_frames):
-            raise MemoryError()
+        _start_walk(&self.plan, &w, local_edits, local_kinds, local_frames)
         try:
             status = _walk_answer(&w, p, size)
             if status < 0:
@@ -551,7 +616,7 @@ cdef class FieldMasker:
                 self._write(p, size, &w, out)
             return status
         finally:
-            _end_walk(&w, local_frames)
+            _end_walk(&w)
 
     cdef int _write(self, const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutput* output) except -1:
         """Appends p[:size] with w's edits made to output, calling the hash function first."""
@@ -562,7 +627,7 @@ cdef class FieldMasker:
         cdef int status
         for i in range(w.edit_count):
             edit = &w.edits[i]
-            if edit.edge < 0 or w.edges[edit.edge].strategy != S_HASH:
+            if edit.state < 0 or w.states[edit.state].strategy != S_HASH:
                 continue
             out = self.hash_function(PyBytes_FromStringAndSize(<const char*>p + edit.start, edit.end - edit.start))
             if not PyBytes_Check(out):
@@ -580,33 +645,30 @@ cdef class FieldMasker:
         return 0
 
 
-cdef bint _start_walk(const MaskPlan* plan, Walk* w, Edit* local_edits, unsigned char* local_kinds,
+cdef void _start_walk(const MaskPlan* plan, Walk* w, Edit* local_edits, unsigned char* local_kinds,
                       Frame* local_frames) noexcept nogil:
-    """Ready w for a walk under plan with the caller's local buffers; False: no memory."""
+    """Ready w for a walk under plan with the caller's local buffers."""
     memset(w, 0, sizeof(Walk))
     w.plan = plan
-    w.nodes = plan.nodes
-    w.edges = plan.edges
-    w.root = 0 if plan.nodes[0].count else -1
+    w.states = plan.states
+    w.members = plan.members
+    w.elements = plan.elements
+    w.root = 0 if plan.states[0].objects or plan.states[0].arrays else -1
     w.max_depth = plan.max_depth
     w.edits = local_edits
     w.edit_capacity = LOCAL_EDITS
     w.kinds = local_kinds
     w.kind_capacity = LOCAL_KINDS
     w.frames = local_frames
-    if plan.height > LOCAL_FRAMES:
-        w.frames = <Frame*>malloc(plan.height * sizeof(Frame))
-        if w.frames == NULL:
-            return False
-    return True
+    w.frame_capacity = LOCAL_FRAMES
 
 
-cdef void _end_walk(Walk* w, Frame* local_frames) noexcept nogil:
+cdef void _end_walk(Walk* w) noexcept nogil:
     if w.kinds_owned:
         free(w.kinds)
     if w.edits_owned:
         free(w.edits)
-    if w.frames != local_frames:
+    if w.frames_owned:
         free(w.frames)
 
 
@@ -619,12 +681,11 @@ cdef int _mask_plain(const void* context, const unsigned char* p, Py_ssize_t siz
     cdef unsigned char local_kinds[LOCAL_KINDS]
     cdef Frame local_frames[LOCAL_FRAMES]
     cdef int status
-    if not _start_walk(<const MaskPlan*>context, &w, local_edits, local_kinds, local_frames):
-        return -1
+    _start_walk(<const MaskPlan*>context, &w, local_edits, local_kinds, local_frames)
     status = _walk_answer(&w, p, size)
     if status == VALUE_MASKED and _write_edits(p, size, &w, out) < 0:
         status = -1
-    _end_walk(&w, local_frames)
+    _end_walk(&w)
     return status
 
 
@@ -646,14 +707,14 @@ cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutp
     unless the plan makes Pseudonyms); -1: out of memory."""
     cdef Py_ssize_t i, done = 0, total = size
     cdef Edit* edit
-    cdef const Edge* e
+    cdef const State* e
     cdef unsigned char* o
     for i in range(w.edit_count):
         edit = &w.edits[i]
-        if edit.edge < 0:
+        if edit.state < 0:
             edit.size = 0
         else:
-            e = &w.edges[edit.edge]
+            e = &w.states[edit.state]
             if e.strategy == S_REDACT:
                 edit.size = e.replacement_size
             elif e.strategy == S_NULL:
@@ -672,9 +733,9 @@ cdef int _write_edits(const unsigned char* p, Py_ssize_t size, Walk* w, MaskOutp
         memcpy(o, p + done, edit.start - done)
         o += edit.start - done
         done = edit.end
-        if edit.edge < 0:
+        if edit.state < 0:
             continue
-        e = &w.edges[edit.edge]
+        e = &w.states[edit.state]
         if e.strategy == S_REDACT:
             memcpy(o, e.replacement, e.replacement_size)
         elif e.strategy == S_NULL:

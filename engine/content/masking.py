@@ -7,11 +7,12 @@ an automaton; `MaskProfile.mask_values` applies it to the values of one batch.
 
 Guarantees:
 - A value nothing was masked in is returned as the very bytes object it came in as.
-- Profiles of member paths only (`$.card.number`, the usual kind) are applied by a native walker
-  in the value's bytes: only the masked values change, every other byte (spacing, number
-  spelling, key order) stays as it came. Other profiles, and what the walker leaves to them
-  (escaped strings, non-string values under keep or hash), parse the value with orjson and
-  write it back as compact JSON, keys in their original order.
+- Field rules are applied by a native walker in the value's bytes (the paths compiled into an
+  automaton it runs): only the masked values change, every other byte (spacing, number spelling,
+  key order) stays as it came. Profiles it cannot run (a rule on `$` itself, an index from the
+  end such as `[-1]`), and what it leaves to them (escaped strings, non-string values under keep
+  or hash), parse the value with orjson and write it back as compact JSON, keys in their
+  original order.
 - A value that cannot be masked (see `mask_values`) is never returned unmasked: it is reported
   and withheld, or replaced by `UNMASKABLE`, as the profile says.
 - Rules deeper in a document apply before rules on the objects that hold them; when several
@@ -355,6 +356,33 @@ class _Automaton:
         state.descends = bool(state.named or state.indexed or state.other)
         return state
 
+    def walker_states(self) -> list[tuple[Any, ...]] | None:
+        """The states as the native walker takes them (FieldMasker's `states`, masks as
+        (strategy code, n, JSON text of the replacement)); None when it cannot run them: a rule on
+        the root, or an index from the end (the walker reads an array once, front to back)."""
+        if self.root.mask is not None:
+            return None
+        numbers: dict[int, int] = {id(self.root): 0}
+        order = [self.root]
+        for state in order:  # grows as new states are found: breadth first
+            if state.mask is not None:
+                continue  # the walker masks the value whole and does not look inside
+            if any(index < 0 for index in state.indexed):
+                return None
+            for target in (*state.named.values(), *state.indexed.values(), state.other):
+                if target is not None and id(target) not in numbers:
+                    numbers[id(target)] = len(order)
+                    order.append(target)
+
+        def number(state: _State | None) -> int:
+            return -1 if state is None else numbers[id(state)]
+
+        return [((_WALKER_STRATEGIES[state.mask.strategy], state.mask.n, _dumps(state.mask.text)), (), (), -1)
+                if state.mask is not None else
+                (None, tuple((name, number(target)) for name, target in state.named.items()),
+                 tuple((index, number(target)) for index, target in state.indexed.items()), number(state.other))
+                for state in order]
+
     def union(self, a: _State, b: _State) -> _State:
         state = self.state(a.members | b.members)
         assert state is not None
@@ -459,10 +487,10 @@ class MaskProfile:
         else:
             self._automaton = _Automaton([(rule.segments, rule.mask) for rule in self._rules])
         self._members_only = self._members is not None and self._root is None and self._scanner is None
-        # The common profile (member paths only) runs first through the native walker, which
-        # masks in the bytes without parsing into Python objects; what it cannot do exactly
-        # (escaped strings, non-string values under keep/hash, invalid JSON) takes the path above.
-        self._walker = _walker(self._rules) if self._members is not None and self._root is None else None
+        # Values go first through the native walker, which masks in the bytes without parsing into
+        # Python objects; what it cannot do exactly (escaped strings, non-string values under
+        # keep/hash, invalid JSON) takes the path above, and so do profiles it cannot run at all.
+        self._walker = _walker(self._rules, self._automaton) if self._rules else None
 
     @property
     def uses_hash(self) -> bool:
@@ -619,17 +647,16 @@ _WALKER_STRATEGIES = {"redact": _native.MASK_REDACT, "null": _native.MASK_NULL, 
                       "hash": _native.MASK_HASH}
 
 
-def _walker(rules: Sequence[_Rule]) -> FieldMasker:
-    """The native walker for member-path rules (several rules on one path merged as above)."""
-    by_path: dict[tuple[str, ...], Mask] = {}
-    for rule in rules:
-        path = tuple(name for _, name in rule.segments)
-        by_path[path] = rule.mask if path not in by_path else _least_revealing(by_path[path], rule.mask)
-    hashes = {mask.key for mask in by_path.values() if mask.strategy == "hash"}
+def _walker(rules: Sequence[_Rule], automaton: _Automaton | None) -> FieldMasker | None:
+    """The native walker for the rules (`automaton`, if built already, is theirs), or None when
+    it cannot run them."""
+    states = (automaton or _Automaton([(rule.segments, rule.mask) for rule in rules])).walker_states()
+    if states is None:
+        return None
+    hashes = {rule.mask.key for rule in rules if rule.mask.strategy == "hash"}
     assert len(hashes) <= 1, "one profile, one hash key"
     pseudonyms = _Pseudonyms(hashes.pop()).literal if hashes else None
-    return FieldMasker([(path, _WALKER_STRATEGIES[mask.strategy], mask.n, _dumps(mask.text))
-                        for path, mask in by_path.items()], pseudonyms)
+    return FieldMasker(states=states, hash_function=pseudonyms)
 
 
 def _write(raw: bytes, doc: Any) -> bytes | str:

@@ -818,6 +818,204 @@ def test_layouts_write_what_the_differential_test_expects():
     assert json.dumps("\x00") == json.dumps("\x00", ensure_ascii=False) == '"\\u0000"'
 
 
+# States: wildcards, indexes and loops
+
+
+def states_masker(twin, states, hash_function=pseudonym, **kwargs):
+    return twin.FieldMasker(states=states, hash_function=hash_function, **kwargs)
+
+
+EACH_NOTE_DROPPED = [(None, (("items", 1),), (), -1), (None, (), (), 2), (None, (("note", 3),), (), -1),
+                     ((DROP, 0, None), (), (), -1)]  # $.items[*].note: drop
+# $..ssn: redact (state 1 loops through every member and element below the root)
+ANY_SSN = [(None, (("ssn", 2),), (), 1), (None, (("ssn", 2),), (), 1), ((REDACT, 0, MARK), (), (), -1)]
+
+
+def test_states_reach_into_arrays(twin):
+    m = states_masker(twin, EACH_NOTE_DROPPED)
+    assert m.mask(b'{"items": [{"note": 1, "a": 2}, {"a": 3, "note": 4}, 5, {"note": {"x": []}}]}') == (
+        b'{"items": [{"a": 2}, {"a": 3}, 5, {}]}')
+    for value in (b'{"items": {"a": {"note": 1}}}', b'{"items": [["note"]]}', b'{"note": 1}', b"[]"):
+        assert m.mask(value) is value or value == b'{"items": {"a": {"note": 1}}}'
+    # `other` is every member too, so [*] reaches an object's members as the general path's does.
+    assert m.mask(b'{"items": {"a": {"note": 1}}}') == b'{"items": {"a": {}}}'
+
+
+def test_a_loop_masks_at_every_depth(twin):
+    m = states_masker(twin, ANY_SSN)
+    value = b'{"ssn": 1, "a": [{"ssn": "x"}, [[{"b": {"ssn": null}}]]], "c": {"ssn": {"ssn": 2}}}'
+    assert m.mask(value) == (b'{"ssn": "[REDACTED]", "a": [{"ssn": "[REDACTED]"}, [[{"b": {"ssn": "[REDACTED]"}}]]],'
+                             b' "c": {"ssn": "[REDACTED]"}}')
+    deep = b'{"a": ' + b"[" * 3000 + b'{"ssn": 1}' + b"]" * 3000 + b"}"
+    assert states_masker(twin, ANY_SSN, max_depth=5000).mask(deep) == deep.replace(b"1", MARK)
+
+
+def test_indexes_count_every_element_as_it_came(twin):
+    # $.a[0], $.a[2]: redact, $.a[1]: drop, $.a[*].x: null
+    states = [(None, (("a", 1),), (), -1), (None, (), ((0, 2), (1, 3), (2, 2)), 4), ((REDACT, 0, MARK), (), (), -1),
+              ((DROP, 0, None), (), (), -1), (None, (("x", 5),), (), -1), ((NULL, 0, None), (), (), -1)]
+    m = states_masker(twin, states)
+    assert m.mask(b'{"a": [1, 2, 3, {"x": 4}, {"x": 5, "y": 6}]}') == (
+        b'{"a": [' + MARK + b", " + MARK + b', {"x": null}, {"x": null, "y": 6}]}')
+    assert m.mask(b'{"a": [{"x": 1}]}') == b'{"a": [' + MARK + b"]}"
+    assert m.mask(b'{"a": {"k": {"x": 1}}}') == b'{"a": {"k": {"x": null}}}'  # [*] takes members too
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (b"[1,2,3]", b"[1,3]"),
+        (b"[ 1 , 2 , 3 ]", b"[ 1 , 3 ]"),
+        (b"[1,\n  2]", b"[1]"),
+        (b"[2]", b"[]"),
+        (b"[ 2 ]", b"[  ]"),
+        (b"[2, 2, 1, 2, 2]", b"[1]"),
+        (b'[[2], {"2": 2}, 2]', b'[[2], {"2": 2}]'),
+    ],
+)
+def test_drop_removes_the_element_and_one_comma(twin, value, expected):
+    # The elements that are the number 2 are dropped, each named by its index.
+    drops = [index for index, element in enumerate(json.loads(value)) if element == 2]
+    states = [(None, (), tuple((index, 1) for index in drops), -1), ((DROP, 0, None), (), (), -1)]
+    assert states_masker(twin, states).mask(value) == expected
+
+
+@pytest.mark.parametrize(
+    "states, kwargs, error",
+    [
+        (None, {}, "TypeError: rules must be a list of (path, strategy, n, replacement), not NoneType"),
+        ([], {}, "ValueError: states is empty; states[0] is the root's"),
+        (5, {}, "TypeError: states must be a list of (mask, members, elements, other), not int"),
+        ([(None, (), ())], {}, "TypeError: state 0: a state is a tuple (mask, members, elements, other), "
+                               "not (None, (), ())"),
+        ([((NULL, 0, None), (), (), -1)], {}, "ValueError: state 0: the root is not masked here; its mask must be None"),
+        ([(None, (), (), 1), (NULL, (), (), -1)], {}, "TypeError: state 1: a mask is None or a tuple "
+                                                      "(strategy, n, replacement), not 2"),
+        ([(None, (), (), 1), ((9, 0, None), (), (), -1)], {}, "ValueError: state 1: unknown strategy 9; strategies "
+         "are 1 (REDACT), 2 (NULL), 3 (DROP), 4 (KEEP_LAST), 5 (KEEP_FIRST), 6 (HASH)"),
+        ([(None, (), (), 1), ((HASH, 0, None), (), (), -1)], {"hash_function": None},
+         "ValueError: state 1: HASH needs a hash_function"),
+        ([(None, ((b"a", 0),), (), -1)], {}, "TypeError: state 0: a member name is a str, not bytes"),
+        ([(None, (("a", 0), ("a", 0)), (), -1)], {}, "ValueError: state 0: the member 'a' is listed twice"),
+        ([(None, (("a", 1),), (), -1)], {}, "ValueError: state 0, member 'a': no state 1; there are 1"),
+        ([(None, (("a", "0"),), (), -1)], {}, "TypeError: state 0, member 'a': a target is a state's index (int), "
+                                              "not str"),
+        ([(None, (), ((-1, 0),), -1)], {}, "ValueError: state 0: element index -1: indexes count from the front, 0 on"),
+        ([(None, (), ((1, 0), (1, 0)), -1)], {}, "ValueError: state 0: element 1 is listed twice"),
+        ([(None, (), ((True, 0),), -1)], {}, "TypeError: state 0: an element index is an int, not bool"),
+        ([(None, (), (), -2)], {}, "ValueError: state 0, other: no state -2; there are 1"),
+    ],
+)
+def test_states_are_checked_alike(states, kwargs, error):
+    for twin in (jsonmask, jsonmask_py):
+        call = (lambda: twin.FieldMasker(None, **kwargs)) if states is None else (
+            lambda: twin.FieldMasker(states=states, **kwargs))
+        result = outcome(call)
+        assert f"{result[0]}: {result[1]}" == error
+    with pytest.raises(TypeError, match="^give rules or states, not both$"):
+        jsonmask.FieldMasker([rule("a", NULL)], states=ANY_SSN)
+
+
+@st.composite
+def state_tables(draw, doc):
+    """A random automaton over doc's keys and a few others: masks anywhere, loops allowed."""
+    count = draw(st.integers(2, 5))
+    names = st.sampled_from(sorted(set(keys_of(doc)) | {"a", "b"}))
+    targets = st.sampled_from([*range(count), *range(1, count), -1])
+    masks = st.tuples(st.integers(1, 6), st.integers(0, 6), REPLACEMENTS)
+    states = []
+    for index in range(count):
+        mask = None if index == 0 else draw(st.none() | masks | masks)
+        if mask is not None and mask[0] != REDACT:
+            mask = (mask[0], mask[1], None)
+        states.append((mask, tuple(draw(st.dictionaries(names | KEYS, targets, max_size=3)).items()),
+                       tuple(draw(st.dictionaries(st.integers(0, 4), targets, max_size=2)).items()), draw(targets)))
+    return states
+
+
+def keys_of(doc):
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            yield key
+            yield from keys_of(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            yield from keys_of(value)
+
+
+def expected_by_states(doc, states, ascii_only):
+    """What states make of doc, computed on Python objects; the same answer as expected_masking."""
+    placeholders = {}
+    found = {"matched": False, "fallback": False, "emptied": False}
+
+    def visit(container, state):
+        _, members, elements, other = states[state]
+        members, elements = dict(members), dict(elements)
+        places = list(container) if isinstance(container, dict) else range(len(container))
+        dropped = []
+        for place in places:
+            target = members.get(place, other) if isinstance(container, dict) else elements.get(place, other)
+            if target < 0:
+                continue
+            value = container[place]
+            if states[target][0] is None:
+                if isinstance(value, (dict, list)):
+                    visit(value, target)
+                continue
+            strategy, n, replacement = states[target][0]
+            found["matched"] = True
+            if strategy == DROP:
+                dropped.append(place)
+            elif strategy == REDACT:
+                placeholder = f"\x00{len(placeholders)}\x00"
+                placeholders[placeholder] = replacement
+                container[place] = placeholder
+            elif strategy == NULL:
+                container[place] = None
+            else:
+                literal = json.dumps(value, ensure_ascii=ascii_only)
+                if not isinstance(value, str) or "\\" in literal:
+                    found["fallback"] = True
+                elif strategy == HASH:
+                    container[place] = json.loads(pseudonym(literal.encode()))
+                else:
+                    size = len(value)
+                    kept = value[size - n:] if strategy == KEEP_LAST else value[:n]
+                    container[place] = ("*" * size if size <= n else "*" * (size - n) + kept if strategy == KEEP_LAST
+                                        else kept + "*" * (size - n))
+        for place in reversed(dropped):
+            del container[place]
+        found["emptied"] |= bool(dropped) and not container
+
+    if isinstance(doc, (dict, list)) and (states[0][1] or states[0][2] or states[0][3] >= 0):
+        visit(doc, 0)
+    return doc, placeholders, found["matched"], found["fallback"], found["emptied"]
+
+
+@RANDOM
+@given(data=st.data(), doc=DOCUMENTS, layout=layouts())
+def test_random_documents_and_states(data, doc, layout):
+    layout = fit(doc, layout)
+    value = dump(doc, layout)
+    states = data.draw(state_tables(json.loads(value)))
+    ascii_only = layout[0]["ensure_ascii"]
+    masked, placeholders, matched, fallback, emptied = expected_by_states(json.loads(value), states, ascii_only)
+    results = [states_masker(twin, states).mask(value) for twin in (jsonmask, jsonmask_py)]
+    assert results[0] == results[1]
+    assert (results[0] is value) == (results[1] is value)
+    out = results[0]
+    event("nothing matched" if not matched else "general path" if fallback else "masked")
+    if not matched:
+        assert out is value
+    elif fallback:
+        assert out is jsonmask.FALLBACK
+    else:
+        assert json.loads(out) == json.loads(substitute(json.dumps(masked).encode(), placeholders))
+        if not emptied or layout[0]["indent"] is None:
+            event("masked: compared byte for byte")
+            assert out == substitute(dump(masked, layout), placeholders)
+
+
 # Differential: validity
 
 

@@ -9,7 +9,7 @@ import re
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from brokerguard.content import (UNMASKABLE, ContentSpecError, Detector, DetectorSet, MaskProfile, combine,
@@ -350,11 +350,13 @@ def test_unmaskable_values_are_refused_and_never_returned():
 
 def test_documents_nested_deeper_than_orjson_writes():
     deep = b'{"secret": 1, "a": ' + b"[" * 300 + b"]" * 300 + b"}"
-    # Member paths are masked in the bytes, however deep the rest nests (up to 1024 levels).
-    masked, failures = profile(("$.secret", "redact")).mask_values([deep])
-    assert failures == [] and masked[0] == deep.replace(b'"secret": 1', b'"secret": "[REDACTED]"')
+    # Paths the walker runs are masked in the bytes, however deep the rest nests (up to 1024 levels).
+    secret = deep.replace(b'"secret": 1', b'"secret": "[REDACTED]"')
+    for masks, expected in ((profile(("$.secret", "redact")), secret), (profile(("$..secret", "redact")), secret),
+                            (profile(("$[*]", "redact")), b'{"secret": "[REDACTED]", "a": "[REDACTED]"}')):
+        assert masks.mask_values([deep]) == ([expected], [])
     # What needs the document rewritten cannot be written this deep: refused, never passed.
-    for masks in (profile(("$.a", "hash")), profile(("$.a", "keep_last", {"n": 2})), profile(("$..secret", "redact"))):
+    for masks in (profile(("$.a", "hash")), profile(("$.a", "keep_last", {"n": 2})), profile(("$.secret", "redact"), ("$.x[-1]", "null"))):
         masked, failures = masks.mask_values([deep])
         assert masked == [None] and "Recursion limit" in failures[0][1]
     masked, failures = profile(detectors=["email"]).mask_values([deep[:-1] + b', "to": "a@b.io"}'])
@@ -540,3 +542,68 @@ def test_json_that_orjson_cannot_read_is_never_masked_as_mere_text():
     masked, failures = masks.mask_values([huge, b"not json 4111 1111 1111 1111"])
     assert masked[0] is None and "cannot be read whole" in failures[0][1]
     assert masked[1] == b"not json [REDACTED:payment_card]"
+
+
+def _path_text(segments):
+    text = "$"
+    for kind, arg in segments:
+        if kind == "each":
+            text += "[*]"
+        elif kind == "index":
+            text += f"[{arg}]"
+        else:
+            quoted = "['" + arg.replace("\\", "\\\\").replace("'", "\\'") + "']"
+            text += ".." + quoted if kind == "deep" else quoted
+    return text
+
+
+def _places(document, prefix=()):
+    """The segments of every member and element in document."""
+    items = document.items() if isinstance(document, dict) else enumerate(document) if isinstance(document, list) else ()
+    for key, value in items:
+        segments = prefix + ((("key" if isinstance(key, str) else "index"), key),)
+        yield segments
+        yield from _places(value, segments)
+
+
+SEGMENTS = (st.tuples(st.sampled_from(["key", "deep"]), KEYS) | st.tuples(st.just("each"), st.none())
+            | st.tuples(st.just("index"), st.integers(0, 3)))
+STRATEGY = st.sampled_from(["redact", "null", "drop", "keep_last", "keep_first", "hash"])
+
+
+@st.composite
+def fields_for(draw, document):
+    """Field rules, mostly for paths in document, with wildcards, indexes and `..` mixed in."""
+    places = list(_places(document))
+    paths = [draw(st.lists(SEGMENTS, min_size=1, max_size=4)) for _ in range(draw(st.integers(0, 2)))]
+    for _ in range(draw(st.integers(1 if places else 0, 3 if places else 0))):
+        segments = list(draw(st.sampled_from(places)))
+        for at, (kind, arg) in enumerate(segments):
+            turn = draw(st.sampled_from(["as is", "as is", "each", "deep"]))
+            if turn == "each" or (turn == "deep" and kind == "index"):
+                segments[at] = ("each", None)
+            elif turn == "deep":
+                segments[at] = ("deep", arg)
+        paths.append(segments)
+    return [(_path_text(path), draw(STRATEGY), draw(st.integers(0, 5))) for path in paths]
+
+
+@FUZZ
+@given(st.data(), DOCUMENTS)
+def test_the_walker_masks_as_the_general_path_does(data, document):
+    # Every path form but indexes from the end runs in the native walker: what it gives must be
+    # what parsing, masking the objects and writing them back gives.
+    fields = data.draw(fields_for(document))
+    assume(fields)
+    masks = profile(*((path, strategy, {"n": n} if strategy.startswith("keep") else {}) for path, strategy, n in fields))
+    assert masks._walker is not None
+    general = profile(*((path, strategy, {"n": n} if strategy.startswith("keep") else {}) for path, strategy, n in fields))
+    general._walker = None
+    value = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    walked, walked_failures = masks.mask_values([value])
+    parsed, parsed_failures = general.mask_values([value])
+    assert walked_failures == parsed_failures
+    event("unmaskable" if walked[0] is None else "unchanged" if walked[0] is value else "masked")
+    if walked[0] is not None:
+        assert orjson.loads(walked[0]) == orjson.loads(parsed[0])
+        assert (walked[0] is value) == (parsed[0] is value)

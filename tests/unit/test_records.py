@@ -339,6 +339,22 @@ def test_with_masked_values_is_with_values_of_the_masked_values(twin, masking, c
     assert (r2.keys(), r2.headers(), r2.timestamp_deltas()) == (r.keys(), r.headers(), r.timestamp_deltas())
 
 
+@pytest.mark.parametrize("masking", MASKERS)
+def test_with_masked_values_runs_path_automata(twin, masking):
+    # $..email: redact, $.k[*]: drop, as a profile compiles them: states that loop and reach into arrays.
+    states = [(None, (("email", 2), ("k", 3)), (), 1), (None, (("email", 2),), (), 1),
+              ((jsonmask.REDACT, 0, b'"[R]"'), (), (), -1), (None, (), (), 4), ((jsonmask.DROP, 0, None), (), (), -1)]
+    masker = masking.FieldMasker(states=states)
+    values = [b'{"email":"a@b.c","k":[1,{"email":"x"}],"l":[[{"email":"y"}]]}', None, b'{"k":{"a":1}}', b"[{}]"] * 9
+    raw = twin.encode_batch([None] * len(values), values, [[]] * len(values), list(range(len(values))))
+    b = only_batch(twin, raw)
+    r = b.decode(LIMIT)
+    out = b.with_masked_values(r, masker)
+    assert out == b.with_values(r, [None if v is None else masker.mask(v) for v in values])
+    assert only_batch(twin, out).decode(LIMIT).values()[:3] == [b'{"email":"[R]","k":[],"l":[[{"email":"[R]"}]]}',
+                                                                 None, b'{"k":{}}']
+
+
 def test_batches_masked_on_several_threads_at_once_come_out_as_one_thread_makes_them():
     """One batch at a time writes its masked values to a buffer kept from batch to batch, any
     other masked meanwhile to a buffer of its own: four threads at the same time make what one
