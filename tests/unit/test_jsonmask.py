@@ -718,7 +718,7 @@ def rule_sets(draw, doc):
 def expected_masking(doc, rules, ascii_only):
     """What the rules make of doc (a document json.loads read), computed on Python objects:
     (the masked document with REDACT values as placeholders, the placeholders' replacements,
-    anything matched, needs the general path, an object was emptied by DROP)."""
+    anything matched, needs the general path, an object or array was emptied by DROP)."""
     tree = {}  # name -> [(strategy, n, replacement) or None, children]
     for path, strategy, n, replacement in sorted(rules, key=lambda r: len(r[0])):
         level = tree
@@ -729,49 +729,17 @@ def expected_masking(doc, rules, ascii_only):
             level = entry[1]
         else:
             level.setdefault(path[-1], [None, {}])[0] = (strategy, n, replacement)
-    placeholders = {}
-    state = {"matched": False, "fallback": False, "emptied": False}
+    states = []  # the tree as states, which expected_by_states reads
 
-    def visit(obj, level):
-        for key in list(obj):
-            entry = level.get(key)
-            if entry is None:
-                continue
-            mask, children = entry
-            if mask is None:
-                if isinstance(obj[key], dict):
-                    visit(obj[key], children)
-                continue
-            strategy, n, replacement = mask
-            state["matched"] = True
-            value = obj[key]
-            if strategy == DROP:
-                del obj[key]
-                state["emptied"] |= not obj
-            elif strategy == REDACT:
-                placeholder = f"\x00{len(placeholders)}\x00"
-                placeholders[placeholder] = replacement
-                obj[key] = placeholder
-            elif strategy == NULL:
-                obj[key] = None
-            else:
-                literal = json.dumps(value, ensure_ascii=ascii_only)
-                if not isinstance(value, str) or "\\" in literal:
-                    state["fallback"] = True
-                elif strategy == HASH:
-                    obj[key] = json.loads(pseudonym(literal.encode()))
-                else:
-                    size = len(value)
-                    if size <= n:
-                        obj[key] = "*" * size
-                    elif strategy == KEEP_LAST:
-                        obj[key] = "*" * (size - n) + value[size - n:]
-                    else:
-                        obj[key] = value[:n] + "*" * (size - n)
+    def state_of(level, mask):
+        index = len(states)
+        states.append(None)
+        members = () if mask else tuple((name, state_of(children, inner)) for name, (inner, children) in level.items())
+        states[index] = (mask, members, (), -1)
+        return index
 
-    if isinstance(doc, dict):
-        visit(doc, tree)
-    return doc, placeholders, state["matched"], state["fallback"], state["emptied"]
+    state_of(tree, None)
+    return expected_by_states(doc, states, ascii_only)
 
 
 def substitute(dumped: bytes, placeholders) -> bytes:
@@ -944,7 +912,7 @@ def keys_of(doc):
 
 
 def expected_by_states(doc, states, ascii_only):
-    """What states make of doc, computed on Python objects; the same answer as expected_masking."""
+    """What states make of doc, computed on Python objects: expected_masking's answer."""
     placeholders = {}
     found = {"matched": False, "fallback": False, "emptied": False}
 
