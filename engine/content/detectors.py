@@ -197,6 +197,12 @@ class Scanner:
         self.context_free = not any(token in detector.pattern for detector, _ in uses
                                     for token in ("^", "$", "\\A", "\\z", "\\Z"))
 
+    def candidate(self, data: bytes, pos: int = 0) -> int:
+        """Where the first place at or after `pos` is that some pattern matches (validators not
+        asked), or -1: with none, `first` and `scan` find nothing."""
+        found = self._regex.search(data, pos)
+        return -1 if found is None else found.start()
+
     def first(self, data: bytes, pos: int = 0) -> tuple[int, int, Replacer] | None:
         """(start, end, replace) of the first confirmed match at or after `pos`, or None."""
         search = self._regex.search

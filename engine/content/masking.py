@@ -30,6 +30,7 @@ it (the walker has no such limit: it never reads numbers).
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -533,13 +534,20 @@ class MaskProfile:
         Never raises for any content of `values`.
         """
         walker = self._walker
-        if walker is not None and self._scanner is None and type(values) is list:
-            # The usual profile: one native call for the batch; only what it leaves comes back here.
-            out, pending = walker.mask_all(values)
-            walked = True
+        walked = False
+        if type(values) is not list:
+            out, pending = list(values), range(len(values))
+        elif self._scanner is None:
+            if walker is not None:
+                # The usual profile: one native call for the batch; only what it leaves comes back here.
+                out, pending = walker.mask_all(values)
+                walked = True
+            else:
+                out, pending = list(values), range(len(values))
+        elif self._splice and (walker is not None or not self._rules):
+            out, pending = self._detect_batch(values)
         else:
             out, pending = list(values), range(len(values))
-            walked = False
         failures: list[tuple[int, str]] = []
         for index in pending:
             value = values[index]
@@ -555,6 +563,49 @@ class MaskProfile:
             else:
                 out[index] = result
         return out, failures
+
+    def _detect_batch(self, values: list[bytes | None]) -> tuple[list[bytes | None], list[int]]:
+        """mask_values' first pass for a profile with detectors: the field rules by the walker
+        (or only the JSON check, without rules), then one search of the detectors over every
+        settled value at once. A value no pattern matches anywhere in, and without escapes, is
+        done; the indexes of the rest (matched, escaped, not settled) are returned to go value
+        by value. The values are joined by a line feed, which like the edge of a text is no
+        word character (the patterns have no anchors: `context_free`), so whatever matches
+        inside one value matches there in the joined bytes too; a match running across two
+        values only sends the first of them value by value.
+        """
+        out, pending = (self._walker or _SYNTAX).mask_all(values)
+        settled = [True] * len(values)
+        for index in pending:
+            settled[index] = False
+        owners: list[int] = []
+        starts: list[int] = []
+        at = 0
+        for index, value in enumerate(out):
+            if value is None or not settled[index]:
+                continue
+            if 92 in value:  # a backslash: the strings must be decoded before they are scanned
+                pending.append(index)
+                continue
+            owners.append(index)
+            starts.append(at)
+            at += len(value) + 1
+        joined = b"\n".join([out[index] for index in owners])  # type: ignore[misc]
+        candidate = self._scanner.candidate  # type: ignore[union-attr]
+        pos = matched = 0
+        while (found := candidate(joined, pos)) >= 0:
+            owner = bisect.bisect_right(starts, found) - 1
+            pending.append(owners[owner])
+            matched += 1
+            if owner + 1 == len(starts):
+                break
+            if matched >= 8 and 2 * matched > owner + 1:
+                # Most values match: searching each once more only adds to going value by value.
+                pending.extend(owners[owner + 1:])
+                break
+            pos = starts[owner + 1]
+        pending.sort()
+        return out, pending
 
     def _mask_one(self, value: bytes, walked: bool) -> bytes | str:
         """One value masked, or why it cannot be; walked: the native walker already had a look."""

@@ -607,3 +607,30 @@ def test_the_walker_masks_as_the_general_path_does(data, document):
     if walked[0] is not None:
         assert orjson.loads(walked[0]) == orjson.loads(parsed[0])
         assert (walked[0] is value) == (parsed[0] is value)
+
+
+BATCH_VALUES = (st.builds(orjson.dumps, DOCUMENTS) | st.sampled_from([
+    b'{"note": "card 4111 1111 1111 1111"}', b'{"to": "a@b.io", "card": {"number": "4111111111111111"}}',
+    b'{"note": "\\u0034111 1111 1111 1111"}', b'"a@b.io"', b"plain a@b.io text", b"not json \xff", b"078-05-1120",
+    b'{"a@b.io": 1}', b"[4111111111111111]", b'{"ssn": "078-05-1120"}', b'{"x": "-----BEGIN', b'PRIVATE KEY-----"}',
+    b"", b"\n"]) | st.none())
+
+
+@FUZZ
+@given(st.lists(BATCH_VALUES, max_size=30))
+def test_a_batch_is_masked_as_its_values_are_one_by_one(values):
+    # mask_values searches a list's values for detector matches all at once; a tuple goes value
+    # by value: the answers must be the same, whatever the neighbours.
+    for masks in (EVERYTHING, profile(detectors=["email", "payment_card", "pem_private_key"]),
+                  profile(("$.card.number", "keep_last", {"n": 4}), ("$..ssn", "redact"), detectors=["email"]),
+                  profile(("$.note", "redact"), detectors=["us_ssn"], on_unmaskable="redact")):
+        assert masks.mask_values(values) == masks.mask_values(tuple(values))
+
+
+def test_a_batch_that_mostly_matches_goes_value_by_value():
+    masks = profile(detectors=["email"])
+    hit, clean = b'{"to": "a@b.io"}', b'{"to": "nobody"}'
+    values = [hit] * 9 + [clean, hit, clean, b'{"to": "c@d.io"}']
+    masked, failures = masks.mask_values(values)
+    assert failures == [] and (masked, failures) == masks.mask_values(tuple(values))
+    assert [value == clean for value in masked] == [False] * 9 + [True, False, True, False]
