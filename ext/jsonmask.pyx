@@ -205,48 +205,29 @@ cdef inline int _element_target(const Walk* w, const State* s, Py_ssize_t index)
 # The walk
 
 
+cdef int _grow(void** data, Py_ssize_t* capacity, bint* owned, size_t item) noexcept nogil:
+    """Doubles a walk's buffer of `*capacity` items of `item` bytes, all in use, into a malloc'ed
+    one (the old one freed if it was malloc'ed too)."""
+    cdef void* grown = malloc(2 * capacity[0] * item)
+    if grown == NULL:
+        return NO_MEMORY
+    memcpy(grown, data[0], capacity[0] * item)
+    if owned[0]:
+        free(data[0])
+    data[0] = grown
+    owned[0] = True
+    capacity[0] *= 2
+    return VALID
+
+
 cdef int _add_edit(Walk* w, Py_ssize_t start, Py_ssize_t end, int state) noexcept nogil:
-    cdef Edit* grown
-    if w.edit_count == w.edit_capacity:
-        grown = <Edit*>malloc(2 * w.edit_capacity * sizeof(Edit))
-        if grown == NULL:
-            return NO_MEMORY
-        memcpy(grown, w.edits, w.edit_count * sizeof(Edit))
-        if w.edits_owned:
-            free(w.edits)
-        w.edits = grown
-        w.edits_owned = True
-        w.edit_capacity *= 2
+    if w.edit_count == w.edit_capacity and _grow(<void**>&w.edits, &w.edit_capacity, &w.edits_owned,
+                                                 sizeof(Edit)) < 0:
+        return NO_MEMORY
     w.edits[w.edit_count].start = start
     w.edits[w.edit_count].end = end
     w.edits[w.edit_count].state = state
     w.edit_count += 1
-    return VALID
-
-
-cdef int _grow_kinds(Walk* w) noexcept nogil:
-    cdef unsigned char* grown = <unsigned char*>malloc(2 * w.kind_capacity)
-    if grown == NULL:
-        return NO_MEMORY
-    memcpy(grown, w.kinds, w.kind_capacity)
-    if w.kinds_owned:
-        free(w.kinds)
-    w.kinds = grown
-    w.kinds_owned = True
-    w.kind_capacity *= 2
-    return VALID
-
-
-cdef int _grow_frames(Walk* w) noexcept nogil:
-    cdef Frame* grown = <Frame*>malloc(2 * w.frame_capacity * sizeof(Frame))
-    if grown == NULL:
-        return NO_MEMORY
-    memcpy(grown, w.frames, w.frame_capacity * sizeof(Frame))
-    if w.frames_owned:
-        free(w.frames)
-    w.frames = grown
-    w.frames_owned = True
-    w.frame_capacity *= 2
     return VALID
 
 
@@ -320,13 +301,13 @@ cdef int _walk(Walk* w, const unsigned char* p, Py_ssize_t n) noexcept nogil:
             if depth >= max_depth:
                 return INVALID
             if depth >= w.kind_capacity:
-                if _grow_kinds(w) < 0:
+                if _grow(<void**>&w.kinds, &w.kind_capacity, &w.kinds_owned, 1) < 0:
                     return NO_MEMORY
                 kinds = w.kinds
             kinds[depth] = c
             if next_state >= 0 and (states[next_state].objects if c == 0x7B else states[next_state].arrays):
                 if depth >= w.frame_capacity:
-                    if _grow_frames(w) < 0:
+                    if _grow(<void**>&w.frames, &w.frame_capacity, &w.frames_owned, sizeof(Frame)) < 0:
                         return NO_MEMORY
                     frames = w.frames
                 f = &frames[depth]
