@@ -609,13 +609,15 @@ class MaskProfile:
 
     def _mask_one(self, value: bytes, walked: bool) -> bytes | str:
         """One value masked, or why it cannot be; walked: the native walker already had a look."""
-        if not walked and self._walker is not None and type(value) is bytes:
-            result = self._walker.mask(value)
+        # Without field rules the walker's JSON check alone tells whether the bytes can be spliced.
+        walker = self._walker or (_SYNTAX if not self._rules else None)
+        if not walked and walker is not None and type(value) is bytes:
+            result = walker.mask(value)
             if result is not None and result is not FALLBACK:
                 scanner = self._scanner
                 if scanner is None:
                     return result
-                if 92 not in result:  # no backslash: detectors can splice in the bytes
+                if self._splice and 92 not in result:  # no anchors, no backslash: splice in the bytes
                     spliced = _splice(scanner, result)
                     if spliced is not _ACROSS:
                         return result if spliced is None else spliced

@@ -315,6 +315,12 @@ def test_anchored_detector_patterns_scan_each_string_on_its_own():
     masked, _ = masks.mask_values([b'{"a": "secret-12 x", "b": "not secret-13", "c": ["secret-14"]}'])
     assert orjson.loads(masked[0]) == {"a": "[REDACTED:leading_secret] x", "b": "not secret-13",
                                        "c": ["[REDACTED:leading_secret]"]}
+    # Beside field rules too: the walker's bytes are not searched whole then, string by string.
+    masks = compile_profile("p", {"fields": [{"path": "$.z", "strategy": "redact"}], "detectors": ["leading_secret"]},
+                            detectors=anchored, hash_key=None)
+    for values in ([b'{"a": "secret-12 x", "z": 1}'], (b'{"a": "secret-12 x", "z": 1}',)):
+        masked, _ = masks.mask_values(values)
+        assert orjson.loads(masked[0]) == {"a": "[REDACTED:leading_secret] x", "z": "[REDACTED]"}
 
 
 def test_text_that_is_not_json_gets_the_detectors():
