@@ -492,6 +492,10 @@ class MaskProfile:
         # Python objects; what it cannot do exactly (escaped strings, non-string values under
         # keep/hash, invalid JSON) takes the path above, and so do profiles it cannot run at all.
         self._walker = _walker(self._rules, self._automaton) if self._rules else None
+        # What settles a value in its bytes before detectors are spliced in: the walker, or
+        # without field rules the bare JSON check; None when only the general path can.
+        self._settle = self._walker if self._rules else _SYNTAX
+        self._search_batch = self._splice and self._settle is not None
 
     @property
     def uses_hash(self) -> bool:
@@ -535,16 +539,11 @@ class MaskProfile:
         """
         walker = self._walker
         walked = False
-        if type(values) is not list:
-            out, pending = list(values), range(len(values))
-        elif self._scanner is None:
-            if walker is not None:
-                # The usual profile: one native call for the batch; only what it leaves comes back here.
-                out, pending = walker.mask_all(values)
-                walked = True
-            else:
-                out, pending = list(values), range(len(values))
-        elif self._splice and (walker is not None or not self._rules):
+        if type(values) is list and walker is not None and self._scanner is None:
+            # The usual profile: one native call for the batch; only what it leaves comes back here.
+            out, pending = walker.mask_all(values)
+            walked = True
+        elif type(values) is list and self._search_batch:
             out, pending = self._detect_batch(values)
         else:
             out, pending = list(values), range(len(values))
@@ -574,7 +573,7 @@ class MaskProfile:
         inside one value matches there in the joined bytes too; a match running across two
         values only sends the first of them value by value.
         """
-        out, pending = (self._walker or _SYNTAX).mask_all(values)
+        out, pending = self._settle.mask_all(values)  # type: ignore[union-attr]
         settled = [True] * len(values)
         for index in pending:
             settled[index] = False
@@ -609,10 +608,9 @@ class MaskProfile:
 
     def _mask_one(self, value: bytes, walked: bool) -> bytes | str:
         """One value masked, or why it cannot be; walked: the native walker already had a look."""
-        # Without field rules the walker's JSON check alone tells whether the bytes can be spliced.
-        walker = self._walker or (_SYNTAX if not self._rules else None)
-        if not walked and walker is not None and type(value) is bytes:
-            result = walker.mask(value)
+        settle = self._settle
+        if not walked and settle is not None and type(value) is bytes:
+            result = settle.mask(value)
             if result is not None and result is not FALLBACK:
                 scanner = self._scanner
                 if scanner is None:
