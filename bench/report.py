@@ -152,6 +152,8 @@ def collect(args, broker, routes, runs: list[dict], *, load_before, seconds: flo
             row["gateway_core_share"] = round(row["gateway_cpu_s"] / (row["fetch_ms"] / 1000), 3)
         if row["tool"] in ("produce", "consume"):
             row["broker_cpu_s_per_gb"] = round(row["broker_cpu_s"] / (row["bytes"] / 1e9), 3)
+        if "tool_cpu_s" in row and row.get("bytes"):
+            row["tool_cpu_s_per_gb"] = round(row["tool_cpu_s"] / (row["bytes"] / 1e9), 3)
     summary = summarise(runs)
     names = [r.name for r in routes]
     return {
@@ -243,12 +245,18 @@ ROWS = [
     ("Gateway share of one core, consume", "consume", "gateway_core_share", 2, None),
     ("Broker CPU-s per GB, produce", "produce", "broker_cpu_s_per_gb", 2, None),
     ("Broker CPU-s per GB, consume", "consume", "broker_cpu_s_per_gb", 2, None),
+    ("Tool CPU-s per GB, produce", "produce", "tool_cpu_s_per_gb", 2, None),
+    ("Tool CPU-s per GB, consume", "consume", "tool_cpu_s_per_gb", 2, None),
     ("JSON produce MB/s (gateway: validated)", "produce-json", "mb_per_s", 1, "produce_json_ratio"),
     ("JSON produce records/s (gateway: validated)", "produce-json", "records_per_s", 0, "produce_json_ratio"),
     ("JSON consume MB/s (gateway: masked)", "consume-json", "mb_per_s", 1, None),
     ("JSON consume records/s (gateway: masked)", "consume-json", "records_per_s", 0, "consume_json_ratio"),
     ("Gateway CPU-s per GB, validated produce", "produce-json", "gateway_cpu_s_per_gb", 2, None),
     ("Gateway CPU-s per GB, masked consume", "consume-json", "gateway_cpu_s_per_gb", 2, None),
+    ("Tool CPU-s per GB, JSON produce", "produce-json", "tool_cpu_s_per_gb", 2, None),
+    ("Tool CPU-s per GB, JSON consume", "consume-json", "tool_cpu_s_per_gb", 2, None),
+    ("Machine busy, JSON produce", "produce-json", "machine_busy", 2, None),
+    ("Machine busy, JSON consume", "consume-json", "machine_busy", 2, None),
 ]
 
 
@@ -419,6 +427,10 @@ def markdown(results: dict) -> str:
             "consumer, which is what the added-latency target is judged on.",
             "- Gateway share of one core: gateway CPU seconds over the time the tool reports for "
             "moving the data; near 1.0 means the single worker was the bottleneck.",
+            "- Tool CPU: user + system CPU seconds of the tool's JVM (the client), from the rusage of "
+            "the finished child process. Machine busy: the share of the machine's CPU time that was "
+            "not idle during the run, from /proc/stat; near 1.0 means broker, client and gateway "
+            "together used every core, so any CPU the gateway takes is taken from the other two.",
             "- Every run, with all fields the tools print, is in `bench/results.json`.", ""]
     return "\n".join(out)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -75,6 +76,13 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2:].split()  # the name may hold spaces and parentheses
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def tool_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's finished children: the Java tools, which are
+    waited for when they end (the broker and the gateways run on, so they are not in it)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def host_ticks() -> tuple[int, int, int]:
@@ -173,14 +181,18 @@ class Bench:
         gw0 = cpu_seconds(route.pid) if route.pid else None
         broker0 = cpu_seconds(self.broker.pid)
         host0 = host_ticks()
+        tool0 = tool_cpu_seconds()
         started = time.monotonic()
         metrics = work()
         seconds = time.monotonic() - started
         busy, stolen = host_shares(host0)
+        tool_cpu = tool_cpu_seconds() - tool0
         row = {"round": round_no, "route": route.name, "tool": tool, **metrics,
                "wall_s": round(seconds, 3),
                "broker_cpu_s": round(cpu_seconds(self.broker.pid) - broker0, 3),
                "machine_busy": busy, "stolen": stolen}
+        if tool_cpu:  # the probe runs in this process, not as a tool
+            row["tool_cpu_s"] = round(tool_cpu, 3)
         if route.gateway is not None:
             if route.gateway.process.poll() is not None:
                 raise RuntimeError(f"gateway {route.name} exited:\n{route.gateway.log()[-4000:]}")
@@ -258,6 +270,8 @@ def _brief(row: dict) -> str:
         text = f"avg {row['avg_ms']:.3f} ms  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms"
     if "gateway_cpu_s" in row:
         text += f"  gateway {row['gateway_cpu_s']:.2f} CPU-s"
+    if "tool_cpu_s" in row:
+        text += f"  tool {row['tool_cpu_s']:.2f} CPU-s"
     if row.get("stolen") is not None:
         text += f"  machine busy {row['machine_busy']:.0%}, stolen {row['stolen']:.0%}"
     return text + f"  ({row['wall_s']:.1f} s)"
