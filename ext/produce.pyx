@@ -77,6 +77,8 @@ cdef object _string(const unsigned char* p, Py_ssize_t* at, Py_ssize_t end, bint
         raise Truncated(f"string length cut off at offset {at[0]}")
     at[0] = pos
     if n < 0:
+        if n < -1:  # only -1 is null; the broker's codec refuses the rest too
+            raise Truncated(f"string length {n} before offset {pos} is neither -1 (null) nor 0 or more")
         return None
     if n > end - pos:
         raise Truncated(f"string runs past the frame at offset {pos}")

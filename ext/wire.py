@@ -95,6 +95,8 @@ def array_length(buf, pos: int, end: int, compact: bool, nullable: bool = False)
 def string(buf, pos: int, end: int, compact: bool) -> tuple[str | None, int]:
     n, pos = length(buf, pos, end, compact, False)
     if n < 0:
+        if n < -1:  # only -1 is null; the broker's codec refuses the rest too
+            raise Truncated(f"string length {n} before offset {pos} is neither -1 (null) nor 0 or more")
         return None, pos
     if pos + n > end:
         raise Truncated(f"string runs past the frame at offset {pos}")

@@ -102,6 +102,16 @@ def test_hostile_bytes_raise_value_error_or_read_as_the_codec_does(version, body
         assert read == codec_reading(candidate, version)
 
 
+def test_a_string_length_below_minus_one_is_refused_as_the_codec_refuses_it():
+    data = bytearray(frame(4, {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 0, "isolation_level": 0,
+                               "topics": []}))
+    data[12:14] = (-32764).to_bytes(2, "big", signed=True)  # the client id's length: only -1 is null
+    with pytest.raises(ValueError, match="string length -32764 .* is neither -1"):
+        fetchrequest.read(bytes(data), 0, len(data))
+    with pytest.raises(codec.DecodeError, match="negative length -32764"):
+        codec_reading(bytes(data), 4)
+
+
 def test_other_apis_versions_and_ranges_are_refused():
     body = {"replica_id": -1, "max_wait_ms": 0, "min_bytes": 0, "max_bytes": 0, "isolation_level": 0,
             "topics": [{"topic": "t", "partitions": []}]}

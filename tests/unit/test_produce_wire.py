@@ -72,6 +72,18 @@ def test_reads_what_the_codec_reads(twin, version, txn, acks, data, client_id):
          if p["records"] is not None]
 
 
+@pytest.mark.parametrize("twin", TWINS)
+@pytest.mark.parametrize("at", [12, 15])  # the client id's length; the transactional id's (v3, client id "c")
+def test_a_string_length_below_minus_one_is_refused_as_the_codec_refuses_it(twin, at):
+    raw = bytearray(frame(3, {"transactional_id": None, "acks": 1, "timeout_ms": 1, "topic_data": []}, "c"))
+    raw[at:at + 2] = (-2).to_bytes(2, "big", signed=True)  # only -1 is null
+    with pytest.raises(ValueError, match="string length -2 .* is neither -1"):
+        twin.read_request(raw, 0, len(raw))
+    with pytest.raises(codec.DecodeError, match="negative length -2"):
+        header = codec.decode_request_header(bytes(raw), 4)
+        codec.decode_request(0, 3, bytes(raw), header.body_offset)
+
+
 @random_inputs(500)
 @given(version=versions, data=topics, cut=st.integers(0, 200), junk=st.binary(max_size=40), at=st.integers(0, 99))
 def test_hostile_requests_raise_value_error_alike(version, data, cut, junk, at):
