@@ -1,8 +1,12 @@
-"""Detectors: named kinds of sensitive text (card numbers, e-mail addresses, keys), found by RE2.
+"""Detectors: named kinds of sensitive text (card numbers, e-mail addresses, keys), found by RE2;
+and path sets: named places in JSON records where sensitive values are kept.
 
 A detector is a name, one RE2 pattern, an optional validator that confirms a match (a Luhn
-check, a checksum) and the mask used when a profile does not say. Built-ins and third-party
-detectors are found the same way, through entry points in the group `brokerguard.detectors`.
+check, a checksum) and the mask used when a profile does not say. A path set is a name and field
+rules as a profile writes them (path, strategy), so that the places an organisation keeps, say,
+credentials are written once, in a package, and listed by name in every profile that masks
+them. Built-ins and third-party plugins of both kinds are found the same way, through entry
+points in the group `brokerguard.detectors`.
 
 Guarantees:
 - Every pattern is compiled by RE2 with the fallback to Python's backtracking `re` disabled, so
@@ -18,13 +22,14 @@ from __future__ import annotations
 
 import functools
 import re as _re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import Any
 
 import re2
 
-from brokerguard.content.errors import DetectorError, did_you_mean
+from brokerguard.content.errors import ContentSpecError, DetectorError, did_you_mean
 
 # Never let pyre2 hand a pattern it cannot compile to the backtracking `re` module.
 re2.set_fallback_notification(re2.FALLBACK_EXCEPTION)
@@ -88,28 +93,65 @@ class Detector:
         object.__setattr__(self, "regex", regex)
 
 
-class DetectorSet:
-    """Detectors by name. `DetectorSet.load()` finds the installed ones by entry point."""
+@dataclass(frozen=True, eq=False)  # rules are dicts: a set is itself, not its contents' hash
+class PathSet:
+    """Field rules a mask profile lists by name (`paths: [credentials]`).
 
-    def __init__(self, detectors: Iterable[Detector] = ()) -> None:
+    `fields` are written as in a profile: `{path, strategy, n?, with?}` each. Building a PathSet
+    checks all of it as a profile's own field rules are checked, and raises DetectorError naming
+    the set; only whether the gateway has a key for `hash` is left to the profiles that use it.
+    """
+
+    name: str
+    fields: Sequence[Mapping[str, Any]]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            raise DetectorError(f"path set name {self.name!r} must be lowercase letters, digits and '_', "
+                                "starting with a letter")
+        if not isinstance(self.fields, (list, tuple)) or not self.fields:
+            raise DetectorError(f"path set `{self.name}`: fields must be a non-empty list of "
+                                "{path, strategy} rules")
+        from brokerguard.content.masking import check_field_rules  # masking builds on this module
+
+        try:
+            check_field_rules(self.fields)
+        except ContentSpecError as err:
+            raise DetectorError(f"path set `{self.name}`: {err}") from None
+        object.__setattr__(self, "fields", tuple(dict(rule) for rule in self.fields))
+
+
+class DetectorSet:
+    """Detectors and path sets by name. `DetectorSet.load()` finds the installed ones by entry point."""
+
+    def __init__(self, detectors: Iterable[Detector] = (), path_sets: Iterable[PathSet] = ()) -> None:
         self._by_name: dict[str, Detector] = {}
+        self._path_sets: dict[str, PathSet] = {}
         for detector in detectors:
             if not isinstance(detector, Detector):
                 raise DetectorError(f"{detector!r} is not a Detector")
             if detector.name in self._by_name:
                 raise DetectorError(f"two detectors are named `{detector.name}`")
             self._by_name[detector.name] = detector
+        for path_set in path_sets:
+            if not isinstance(path_set, PathSet):
+                raise DetectorError(f"{path_set!r} is not a PathSet")
+            if path_set.name in self._path_sets:
+                raise DetectorError(f"two path sets are named `{path_set.name}`")
+            self._path_sets[path_set.name] = path_set
 
     @classmethod
     def load(cls, group: str = GROUP) -> DetectorSet:
-        """Every detector registered in entry point group `group`.
+        """Every detector and path set registered in entry point group `group`.
 
-        Raises DetectorError listing every detector that cannot be used (fails to import, is not
-        a Detector, has a pattern RE2 cannot compile, clashes with another of the same name), so
-        a bad plugin stops the gateway at start instead of leaving data unmasked.
+        Raises DetectorError listing every plugin that cannot be used (fails to import, is neither
+        a Detector nor a PathSet, has a pattern RE2 cannot compile or a field rule that cannot be
+        used, clashes with another of the same name), so a bad plugin stops the gateway at start
+        instead of leaving data unmasked.
         """
         problems: list[str] = []
-        found: dict[str, tuple[str, Detector]] = {}
+        found: dict[str, tuple[str, Detector | PathSet]] = {}
         for entry in metadata.entry_points(group=group):
             if entry.name in found:
                 if found[entry.name][0] != entry.value:
@@ -125,9 +167,9 @@ class DetectorSet:
                 problems.append(f"detector plugin `{entry.name}` ({entry.value}) failed to load: "
                                 f"{type(err).__name__}: {err}")
                 continue
-            if not isinstance(loaded, Detector):
+            if not isinstance(loaded, (Detector, PathSet)):
                 problems.append(f"detector plugin `{entry.name}` ({entry.value}) is {type(loaded).__name__}, "
-                                "not a brokerguard.content.Detector")
+                                "not a brokerguard.content.Detector or PathSet")
                 continue
             if loaded.name != entry.name:
                 problems.append(f"detector plugin `{entry.name}` ({entry.value}) calls itself `{loaded.name}`: "
@@ -136,7 +178,8 @@ class DetectorSet:
             found[entry.name] = (entry.value, loaded)
         if problems:
             raise DetectorError("\n".join(problems))
-        return cls(detector for _, detector in found.values())
+        plugins = [plugin for _, plugin in found.values()]
+        return cls([p for p in plugins if isinstance(p, Detector)], [p for p in plugins if isinstance(p, PathSet)])
 
     def get(self, name: str) -> Detector:
         """The detector called `name`; DetectorError naming the known ones when there is none."""
@@ -147,9 +190,23 @@ class DetectorSet:
             raise DetectorError(f"no detector named `{name}`{did_you_mean(str(name), self._by_name)}; "
                                 f"known detectors: {known}") from None
 
+    def path_set(self, name: str) -> PathSet:
+        """The path set called `name`; DetectorError naming the known ones when there is none."""
+        try:
+            return self._path_sets[name]
+        except (KeyError, TypeError):
+            known = ", ".join(sorted(self._path_sets)) or "none"
+            raise DetectorError(f"no path set named `{name}`{did_you_mean(str(name), self._path_sets)}; "
+                                f"known path sets: {known}") from None
+
     @property
     def names(self) -> tuple[str, ...]:
+        """The detectors' names (path sets are not detectors: see path_set_names)."""
         return tuple(sorted(self._by_name))
+
+    @property
+    def path_set_names(self) -> tuple[str, ...]:
+        return tuple(sorted(self._path_sets))
 
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
@@ -161,7 +218,7 @@ class DetectorSet:
         return len(self._by_name)
 
     def __repr__(self) -> str:
-        return f"DetectorSet({', '.join(self.names)})"
+        return f"DetectorSet({', '.join(self.names)}; path sets: {', '.join(self.path_set_names) or 'none'})"
 
 
 @functools.cache

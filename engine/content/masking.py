@@ -1,8 +1,9 @@
 """Mask profiles: hide parts of record values before they travel on.
 
-A profile comes from rules files as plain data and names JSON paths with a strategy each, and
-detectors (brokerguard.content.detectors) that are applied to every string value and to values
-that are text but not JSON. `compile_profile` checks the spec and compiles the paths once into
+A profile comes from rules files as plain data and names JSON paths with a strategy each (its
+own, or those of path sets it lists by name), and detectors (both from
+brokerguard.content.detectors) that are applied to every string value and to values that are
+text but not JSON. `compile_profile` checks the spec and compiles the paths once into
 an automaton; `MaskProfile.mask_values` applies it to the values of one batch.
 
 Guarantees:
@@ -33,7 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +46,14 @@ from brokerguard._native import FALLBACK, FieldMasker
 from brokerguard.content.detectors import TEXT_STRATEGIES, Detector, DetectorSet, Replacer, Scanner
 from brokerguard.content.errors import ContentSpecError, DetectorError, check_keys, did_you_mean, type_word
 
-__all__ = ["UNMASKABLE", "Mask", "MaskProfile", "combine", "compile_profile", "parse_path"]
+__all__ = ["UNMASKABLE", "Mask", "MaskProfile", "check_field_rules", "combine", "compile_profile", "parse_path"]
 
 UNMASKABLE = b'"[REDACTED: not maskable]"'
 STRATEGIES = ("redact", "keep_last", "keep_first", "null", "drop", "hash")
 ON_UNMASKABLE = ("refuse", "redact")
-PROFILE_KEYS = ("description", "fields", "detectors", "on_unmaskable")
+PROFILE_KEYS = ("description", "fields", "paths", "detectors", "on_unmaskable")
 FIELD_KEYS = ("path", "strategy", "n", "with")
-DETECTOR_KEYS = ("name", "strategy", "n", "with")
+DETECTOR_KEYS = ("name", "strategy", "n", "with")  # a detector's or a path set's entry in a profile
 # How much each strategy reveals, least last: the higher rank wins where rules meet.
 _RANK = {"keep_last": 1, "keep_first": 1, "hash": 2, "redact": 3, "null": 4, "drop": 5}
 _PATH_HINT = "write paths like $.card.number, $['a.b'], $.items[*].note, $.items[0] or $..ssn"
@@ -829,56 +830,23 @@ def compile_profile(name: str, spec: Mapping[str, Any], *, detectors: DetectorSe
                     hash_key: bytes | None) -> MaskProfile:
     """Check a profile spec and compile it; ContentSpecError says where and what to write instead.
 
-    `detectors` resolves detector names; `hash_key` is the HMAC key of the `hash` strategy (a
-    spec that uses `hash` without one is refused).
+    `detectors` resolves detector and path set names; `hash_key` is the HMAC key of the `hash`
+    strategy (a spec that uses `hash` without one is refused).
     """
     check_keys(spec, "$", PROFILE_KEYS, "a mask profile", name=name)
 
     def fail(path: str, message: str) -> ContentSpecError:
         return ContentSpecError(path, message, spec=name)
 
-    rules: list[_Rule] = []
-    fields = spec.get("fields", [])
-    if not isinstance(fields, (list, tuple)):
-        raise fail("$.fields", f"`fields` must be a list of {{path, strategy}}, not {type_word(fields)}")
-    for index, item in enumerate(fields):
-        where = f"$.fields[{index}]"
-        check_keys(item, where, FIELD_KEYS, "a field rule", name=name)
-        if "path" not in item:
-            raise fail(where, "this field rule has no `path`; " + _PATH_HINT)
-        path = item["path"]
-        try:
-            segments = parse_path(path)
-        except ValueError as err:
-            raise fail(f"{where}.path", f"{path!r} is not a path: {err}") from None
-        mask = _mask(item, where, STRATEGIES, None, hash_key, fail)
-        if mask.strategy == "drop" and not segments:
-            raise fail(f"{where}.strategy", "`drop` cannot remove the whole value; use `null` or `redact` on `$`")
-        rules.append(_Rule(path, segments, mask))
+    rules = _field_rules(spec.get("fields", []), "$.fields", hash_key, fail, name)
+    rules += _path_set_rules(spec.get("paths", []), detectors, hash_key, fail, name)
 
     uses: list[tuple[Detector, Mask]] = []
-    listed = spec.get("detectors", [])
-    if not isinstance(listed, (list, tuple)):
-        raise fail("$.detectors", f"`detectors` must be a list of detector names, not {type_word(listed)}")
-    seen: set[str] = set()
-    for index, item in enumerate(listed):
-        where = f"$.detectors[{index}]"
-        if isinstance(item, Mapping):
-            check_keys(item, where, DETECTOR_KEYS, "a detector entry", name=name)
-            if "name" not in item:
-                raise fail(where, "this detector entry has no `name`")
-            detector_name, at = item["name"], f"{where}.name"
-        else:
-            detector_name, at = item, where
-        if not isinstance(detector_name, str):
-            raise fail(at, f"a detector name must be text, not {type_word(detector_name)}")
+    for item, where, at, detector_name in _entries(spec.get("detectors", []), "detectors", "detector", fail, name):
         try:
             detector = detectors.get(detector_name)
         except DetectorError as err:
             raise fail(at, str(err)) from None
-        if detector_name in seen:
-            raise fail(at, f"detector `{detector_name}` is listed twice")
-        seen.add(detector_name)
         default = Mask(detector.strategy, detector.n, f"[REDACTED:{detector.name}]")
         mask = _mask(item, where, TEXT_STRATEGIES, default, hash_key, fail) if isinstance(item, Mapping) else default
         if mask.strategy == "hash" and mask.key is None:
@@ -890,8 +858,94 @@ def compile_profile(name: str, spec: Mapping[str, Any], *, detectors: DetectorSe
         raise fail("$.on_unmaskable", f"`on_unmaskable` is `refuse` (the record is refused or withheld) or "
                                       f"`redact` (the value is replaced by a marker), not {type_word(on_unmaskable)}")
     if not rules and not uses:
-        raise fail("$", "this profile masks nothing: give it `fields`, `detectors` or both")
+        raise fail("$", "this profile masks nothing: give it `fields`, `paths`, `detectors` or more than one")
     return MaskProfile(name, rules, uses, on_unmaskable)
+
+
+def check_field_rules(fields: Any) -> None:
+    """Raises ContentSpecError where `fields` (a profile's `fields`, or a path set's) has a rule
+    that cannot be used. A `hash` rule is checked as if the gateway had a key."""
+
+    def fail(path: str, message: str) -> ContentSpecError:
+        return ContentSpecError(path, message)
+
+    _field_rules(fields, "$.fields", b"a key to check with", fail, "")
+
+
+def _field_rules(fields: Any, where: str, hash_key: bytes | None, fail: Callable[[str, str], ContentSpecError],
+                 name: str) -> list[_Rule]:
+    """The rules of a `fields` list; `where` is its place in the spec."""
+    if not isinstance(fields, (list, tuple)):
+        raise fail(where, f"`fields` must be a list of {{path, strategy}}, not {type_word(fields)}")
+    rules = []
+    for index, item in enumerate(fields):
+        at = f"{where}[{index}]"
+        check_keys(item, at, FIELD_KEYS, "a field rule", name=name)
+        if "path" not in item:
+            raise fail(at, "this field rule has no `path`; " + _PATH_HINT)
+        path = item["path"]
+        try:
+            segments = parse_path(path)
+        except ValueError as err:
+            raise fail(f"{at}.path", f"{path!r} is not a path: {err}") from None
+        rules.append(_rule(path, segments, _mask(item, at, STRATEGIES, None, hash_key, fail), at, fail))
+    return rules
+
+
+def _rule(path: str, segments: tuple[Segment, ...], mask: Mask, where: str,
+          fail: Callable[[str, str], ContentSpecError]) -> _Rule:
+    if mask.strategy == "drop" and not segments:
+        raise fail(f"{where}.strategy", "`drop` cannot remove the whole value; use `null` or `redact` on `$`")
+    return _Rule(path, segments, mask)
+
+
+def _path_set_rules(listed: Any, detectors: DetectorSet, hash_key: bytes | None,
+                    fail: Callable[[str, str], ContentSpecError], name: str) -> list[_Rule]:
+    """The field rules of the path sets a profile lists, each with its own strategy or, where the
+    entry names one, with that strategy for every path in the set."""
+    rules: list[_Rule] = []
+    for entry, where, at, set_name in _entries(listed, "paths", "path set", fail, name):
+        try:
+            path_set = detectors.path_set(set_name)
+        except DetectorError as err:
+            raise fail(at, str(err)) from None
+        if isinstance(entry, Mapping) and "strategy" in entry:
+            mask = _mask(entry, where, STRATEGIES, None, hash_key, fail)
+            rules += [_rule(rule["path"], parse_path(rule["path"]), mask, where, fail) for rule in path_set.fields]
+            continue
+        for key in ("n", "with"):
+            if isinstance(entry, Mapping) and key in entry:
+                raise fail(f"{where}.{key}", f"`{key}` needs a `strategy` beside it")
+
+        def fail_in_set(path: str, message: str, where: str = where, set_name: str = set_name) -> ContentSpecError:
+            return fail(where, f"path set `{set_name}` {path}: {message}")
+
+        rules += _field_rules(path_set.fields, "$.fields", hash_key, fail_in_set, name)
+    return rules
+
+
+def _entries(listed: Any, key: str, what: str, fail: Callable[[str, str], ContentSpecError],
+             name: str) -> Iterator[tuple[Any, str, str, str]]:
+    """(entry, where, where its name is, name) of each entry of a profile's `detectors` or
+    `paths`: a name, or `{name, strategy?, n?, with?}`; each name once."""
+    if not isinstance(listed, (list, tuple)):
+        raise fail(f"$.{key}", f"`{key}` must be a list of {what} names, not {type_word(listed)}")
+    seen: set[str] = set()
+    for index, item in enumerate(listed):
+        where = f"$.{key}[{index}]"
+        if isinstance(item, Mapping):
+            check_keys(item, where, DETECTOR_KEYS, f"a {what} entry", name=name)
+            if "name" not in item:
+                raise fail(where, f"this {what} entry has no `name`")
+            entry_name, at = item["name"], f"{where}.name"
+        else:
+            entry_name, at = item, where
+        if not isinstance(entry_name, str):
+            raise fail(at, f"a {what} name must be text, not {type_word(entry_name)}")
+        if entry_name in seen:
+            raise fail(at, f"{what} `{entry_name}` is listed twice")
+        seen.add(entry_name)
+        yield item, where, at, entry_name
 
 
 def _mask(item: Mapping[str, Any], where: str, allowed: Sequence[str], default: Mask | None,

@@ -1,1 +1,2 @@
-"""Built-in detectors (see `builtin`); each is registered in entry point group `brokerguard.detectors`."""
+"""Built-in detectors (see `builtin`) and path sets (see `pathsets`); each is registered in entry
+point group `brokerguard.detectors`."""

@@ -91,6 +91,7 @@ def order(i: int) -> dict:
             "card": {"number": CARD, "cvv": "123", "brand": "visa"},
             "lines": [{"sku": f"sku-{i}", "note": "gift wrap"}, {"sku": "x", "note": None}],
             "profile": {"name": "Ada", "ssn": "078-05-1120"},
+            "login": {"user": "ada", "password": f"pw-{i}", "devices": [{"api_key": f"key-{i}", "model": "x1"}]},
             "comment": f"call me, card {CARD[:4]} {CARD[4:8]} {CARD[8:12]} {CARD[12:]}"}
 
 
@@ -106,6 +107,9 @@ def assert_masked(original: dict, masked: dict) -> None:
     assert masked["card"]["brand"] == original["card"]["brand"]
     assert masked["email"] == pseudonym(original["email"])
     assert masked["profile"] == {"name": "Ada", "ssn": "[REDACTED]"}
+    # The built-in `credentials` path set, listed by name in the profile.
+    assert masked["login"] == {"user": "ada", "password": "[REDACTED:credentials]",
+                               "devices": [{"api_key": "[REDACTED:credentials]", "model": "x1"}]}
     assert [line["note"] for line in masked["lines"]] == [None, None]
     assert [line["sku"] for line in masked["lines"]] == [line["sku"] for line in original["lines"]]
     assert (masked["id"], masked["amount"]) == (original["id"], original["amount"])

@@ -14,7 +14,7 @@ import re2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from brokerguard.content import Detector, DetectorError, DetectorSet, Scanner, builtin_detectors
+from brokerguard.content import Detector, DetectorError, DetectorSet, PathSet, Scanner, builtin_detectors, compile_profile
 from brokerguard.plugins.detectors import builtin
 from brokerguard.plugins.detectors.builtin import iban_checks, luhn_checks
 
@@ -142,6 +142,57 @@ def test_the_same_entry_point_seen_twice_is_one_detector(monkeypatch):
     entry = ("email", "brokerguard.plugins.detectors.builtin:Email")
     _fake_entry_points(monkeypatch, [entry, entry])
     assert DetectorSet.load().names == ("email",)
+
+
+def test_third_party_path_set_is_found_like_a_detector(tmp_path, monkeypatch):
+    _plugin_package(tmp_path, monkeypatch, "acme_fields", """
+        from brokerguard.content import PathSet
+        Customer = PathSet("acme_customer", [{"path": "$.customer.tax_id", "strategy": "redact"},
+                                             {"path": "$..iban", "strategy": "keep_last", "n": 4}])
+    """)
+    _fake_entry_points(monkeypatch, [("email", "brokerguard.plugins.detectors.builtin:Email"),
+                                     ("acme_customer", "acme_fields:Customer")])
+    plugins = DetectorSet.load()
+    assert (plugins.names, plugins.path_set_names) == (("email",), ("acme_customer",))
+    profile = compile_profile("p", {"paths": ["acme_customer"], "detectors": ["email"]}, detectors=plugins,
+                              hash_key=None)
+    [masked], _ = profile.mask_values([b'{"customer":{"tax_id":"T-1","mail":"a@b.io"},"pay":[{"iban":"DE0012345"}]}'])
+    assert masked == b'{"customer":{"tax_id":"[REDACTED]","mail":"[REDACTED:email]"},"pay":[{"iban":"*****2345"}]}'
+
+
+def test_broken_path_set_plugins_are_listed(tmp_path, monkeypatch):
+    _plugin_package(tmp_path, monkeypatch, "acme_bad_fields", """
+        from brokerguard.content import PathSet
+        Renamed = PathSet("other_name", [{"path": "$.a", "strategy": "null"}])
+    """)
+    (tmp_path / "acme_import_time.py").write_text(
+        "from brokerguard.content import PathSet\nBad = PathSet('bad', [{'path': '$.a', 'strategy': 'erase'}])\n")
+    _fake_entry_points(monkeypatch, [("renamed", "acme_bad_fields:Renamed"), ("bad", "acme_import_time:Bad"),
+                                     ("credentials", "brokerguard.plugins.detectors.pathsets:Credentials")])
+    with pytest.raises(DetectorError) as caught:
+        DetectorSet.load()
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert "calls itself `other_name`" in lines[0]
+    assert lines[1].startswith("detector plugin `bad` (acme_import_time:Bad) is refused: path set `bad`: "
+                               "$.fields[0].strategy: unknown strategy")
+
+
+@pytest.mark.parametrize("arguments, problem", [
+    ({"name": "Bad-Name", "fields": [{"path": "$.a", "strategy": "null"}]}, "lowercase letters"),
+    ({"name": "empty", "fields": []}, "non-empty list"),
+    ({"name": "one", "fields": {"path": "$.a", "strategy": "null"}}, "non-empty list"),
+    ({"name": "nopath", "fields": [{"strategy": "null"}]}, "$.fields[0]: this field rule has no `path`"),
+    ({"name": "badpath", "fields": [{"path": "a.b", "strategy": "null"}]}, "$.fields[0].path: 'a.b' is not a path"),
+    ({"name": "keep", "fields": [{"path": "$.a", "strategy": "keep_last"}]}, "needs `n`"),
+    ({"name": "whole", "fields": [{"path": "$", "strategy": "drop"}]}, "cannot remove the whole value"),
+    ({"name": "stray", "fields": [{"path": "$.a", "strategy": "null", "why": 1}]}, "unknown key `why`"),
+])
+def test_a_path_set_is_checked_when_built(arguments, problem):
+    with pytest.raises(DetectorError) as caught:
+        PathSet(**arguments)
+    assert problem in str(caught.value)
+    assert str(caught.value).startswith("path set ")
 
 
 @pytest.mark.parametrize("arguments, problem", [

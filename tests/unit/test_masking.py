@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from brokerguard.content import (UNMASKABLE, ContentSpecError, Detector, DetectorSet, MaskProfile, combine,
+from brokerguard.content import (UNMASKABLE, ContentSpecError, Detector, DetectorSet, MaskProfile, PathSet, combine,
                                  compile_profile, parse_path)
 
 DETECTORS = DetectorSet.load()
@@ -464,6 +464,14 @@ def test_combine_applies_every_profile():
     ({"detectors": [{"name": "email", "n": 2}]}, "$.detectors[0].n", "needs a `strategy`"),
     ({"detectors": [5]}, "$.detectors[0]", "must be text"),
     ({"detectors": ["email"], "on_unmaskable": "drop"}, "$.on_unmaskable", "`refuse`"),
+    ({"paths": "credentials"}, "$.paths", "must be a list of path set names"),
+    ({"paths": ["credentails"]}, "$.paths[0]", "did you mean `credentials`"),
+    ({"paths": ["credentials", "credentials"]}, "$.paths[1]", "listed twice"),
+    ({"paths": [{"strategy": "null"}]}, "$.paths[0]", "no `name`"),
+    ({"paths": [{"name": "credentials", "n": 2}]}, "$.paths[0].n", "needs a `strategy`"),
+    ({"paths": [{"name": "credentials", "strategy": "keep_last"}]}, "$.paths[0]", "needs `n`"),
+    ({"paths": [{"name": "credentials", "mode": 1}]}, "$.paths[0].mode", "unknown key"),
+    ({"paths": [7]}, "$.paths[0]", "must be text"),
     ({}, "$", "masks nothing"),
     ({"description": "nothing"}, "$", "masks nothing"),
     ([], "$", "must be a mapping"),
@@ -475,6 +483,54 @@ def test_spec_mistakes_say_where(spec, path, problem):
     assert problem in caught.value.message
     assert str(caught.value).startswith(f"card-data: {path}: ")
     assert isinstance(caught.value, ValueError)
+
+
+# -- path sets ---------------------------------------------------------------------------------
+
+LOGIN = {"user": "ada", "password": "pw", "Password": "kept", "user_password": "kept",
+         "devices": [{"api_key": "k-1", "model": "x1"}], "session": {"access_token": {"value": "t", "ttl": 60}}}
+
+
+def test_a_path_set_masks_as_its_fields_written_inline():
+    from brokerguard.plugins.detectors.pathsets import CREDENTIAL_NAMES
+
+    listed = compile_profile("p", {"paths": ["credentials"]}, detectors=DETECTORS, hash_key=KEY)
+    inline = profile(*((f"$..{name}", "redact", {"with": "[REDACTED:credentials]"}) for name in CREDENTIAL_NAMES))
+    masked = mask_one(listed, LOGIN)
+    assert masked == mask_one(inline, LOGIN)
+    assert masked == {**LOGIN, "password": "[REDACTED:credentials]", "devices": [{"api_key": "[REDACTED:credentials]",
+                                                                                   "model": "x1"}],
+                      "session": {"access_token": "[REDACTED:credentials]"}}
+
+
+def test_a_path_set_entry_with_a_strategy_masks_every_path_with_it():
+    dropped = compile_profile("p", {"paths": [{"name": "credentials", "strategy": "drop"}]}, detectors=DETECTORS,
+                              hash_key=KEY)
+    assert mask_one(dropped, LOGIN) == {"user": "ada", "Password": "kept", "user_password": "kept",
+                                        "devices": [{"model": "x1"}], "session": {}}
+    hashed = compile_profile("p", {"paths": [{"name": "credentials", "strategy": "hash"}]}, detectors=DETECTORS,
+                             hash_key=KEY)
+    assert mask_one(hashed, LOGIN)["password"] == mask_one(profile(("$.password", "hash")), LOGIN)["password"]
+
+
+def test_a_path_set_meets_field_rules_and_the_least_revealing_wins():
+    spec = {"fields": [{"path": "$.password", "strategy": "keep_last", "n": 1},
+                       {"path": "$.user", "strategy": "null"}], "paths": ["credentials"]}
+    masked = mask_one(compile_profile("p", spec, detectors=DETECTORS, hash_key=KEY), LOGIN)
+    assert (masked["password"], masked["user"]) == ("[REDACTED:credentials]", None)
+
+
+def test_a_hash_rule_in_a_path_set_needs_the_gateways_key_naming_the_set():
+    sets = DetectorSet(path_sets=[PathSet("ids", [{"path": "$.customer_id", "strategy": "hash"}])])
+    assert mask_one(compile_profile("p", {"paths": ["ids"]}, detectors=sets, hash_key=KEY), {"customer_id": 7}) == {
+        "customer_id": mask_one(profile(("$.customer_id", "hash")), {"customer_id": 7})["customer_id"]}
+    with pytest.raises(ContentSpecError) as caught:
+        compile_profile("p", {"paths": ["ids"]}, detectors=sets, hash_key=None)
+    assert caught.value.path == "$.paths[0]"
+    assert caught.value.message.startswith("path set `ids` $.fields[0].strategy: `hash` needs the gateway's hash key")
+    # A strategy of the profile's own replaces the set's: no key needed then.
+    redacted = compile_profile("p", {"paths": [{"name": "ids", "strategy": "redact"}]}, detectors=sets, hash_key=None)
+    assert mask_one(redacted, {"customer_id": 7}) == {"customer_id": "[REDACTED]"}
 
 
 # -- random input ------------------------------------------------------------------------------
