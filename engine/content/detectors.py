@@ -126,20 +126,8 @@ class DetectorSet:
     """Detectors and path sets by name. `DetectorSet.load()` finds the installed ones by entry point."""
 
     def __init__(self, detectors: Iterable[Detector] = (), path_sets: Iterable[PathSet] = ()) -> None:
-        self._by_name: dict[str, Detector] = {}
-        self._path_sets: dict[str, PathSet] = {}
-        for detector in detectors:
-            if not isinstance(detector, Detector):
-                raise DetectorError(f"{detector!r} is not a Detector")
-            if detector.name in self._by_name:
-                raise DetectorError(f"two detectors are named `{detector.name}`")
-            self._by_name[detector.name] = detector
-        for path_set in path_sets:
-            if not isinstance(path_set, PathSet):
-                raise DetectorError(f"{path_set!r} is not a PathSet")
-            if path_set.name in self._path_sets:
-                raise DetectorError(f"two path sets are named `{path_set.name}`")
-            self._path_sets[path_set.name] = path_set
+        self._by_name: dict[str, Detector] = _by_name(detectors, Detector, "detector")
+        self._path_sets: dict[str, PathSet] = _by_name(path_sets, PathSet, "path set")
 
     @classmethod
     def load(cls, group: str = GROUP) -> DetectorSet:
@@ -183,21 +171,11 @@ class DetectorSet:
 
     def get(self, name: str) -> Detector:
         """The detector called `name`; DetectorError naming the known ones when there is none."""
-        try:
-            return self._by_name[name]
-        except (KeyError, TypeError):
-            known = ", ".join(sorted(self._by_name)) or "none"
-            raise DetectorError(f"no detector named `{name}`{did_you_mean(str(name), self._by_name)}; "
-                                f"known detectors: {known}") from None
+        return _named(self._by_name, name, "detector")
 
     def path_set(self, name: str) -> PathSet:
         """The path set called `name`; DetectorError naming the known ones when there is none."""
-        try:
-            return self._path_sets[name]
-        except (KeyError, TypeError):
-            known = ", ".join(sorted(self._path_sets)) or "none"
-            raise DetectorError(f"no path set named `{name}`{did_you_mean(str(name), self._path_sets)}; "
-                                f"known path sets: {known}") from None
+        return _named(self._path_sets, name, "path set")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -219,6 +197,25 @@ class DetectorSet:
 
     def __repr__(self) -> str:
         return f"DetectorSet({', '.join(self.names)}; path sets: {', '.join(self.path_set_names) or 'none'})"
+
+
+def _by_name(plugins: Iterable[Any], kind: type, what: str) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for plugin in plugins:
+        if not isinstance(plugin, kind):
+            raise DetectorError(f"{plugin!r} is not a {kind.__name__}")
+        if plugin.name in table:
+            raise DetectorError(f"two {what}s are named `{plugin.name}`")
+        table[plugin.name] = plugin
+    return table
+
+
+def _named(table: dict[str, Any], name: str, what: str) -> Any:
+    try:
+        return table[name]
+    except (KeyError, TypeError):
+        known = ", ".join(sorted(table)) or "none"
+        raise DetectorError(f"no {what} named `{name}`{did_you_mean(str(name), table)}; known {what}s: {known}") from None
 
 
 @functools.cache
