@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parent.parent
 DIRECT = "direct"
 PRIMARY = "gateway-scram"
 UNAUDITED = "gateway-noaudit"  # the primary route with the audit trail switched off
+FOUNDATION = "foundation"  # the pass-through gateway of an older commit (bench/foundation.py)
+# The JSON runs these routes also make to a topic no content rule covers: what the gateway's
+# path costs before any validation or masking.
+UNCHECKED_ROUTES = (FOUNDATION, PRIMARY)
 # audit.digest as the report names it; runs recorded before the setting existed used SHA-256
 _DIGESTS = {"blake3": "BLAKE3, the default `audit.digest`", "sha256": "SHA-256"}
 # The pytest-benchmark files run in the same run, for the hot paths table.
@@ -94,12 +98,14 @@ def _median(summary: dict, tool: str, route: str, metric: str) -> float | None:
         return None
 
 
-def paired_ratios(runs: list[dict], tool: str, route: str, metric: str) -> dict | None:
-    """The route's metric over direct's in each round, both measured minutes apart: on a machine
-    whose speed drifts between rounds, a steadier reading than the ratio of the medians."""
+def paired_ratios(runs: list[dict], tool: str, route: str, metric: str, direct_tool: str | None = None) -> dict | None:
+    """The route's metric over direct's (in `direct_tool`'s runs, by default the same tool) in
+    each round, both measured minutes apart: on a machine whose speed drifts between rounds, a
+    steadier reading than the ratio of the medians."""
     by_round: dict = {}
     for row in runs:
-        if row["tool"] == tool and row["route"] in (route, DIRECT) and metric in row:
+        if metric in row and ((row["tool"] == tool and row["route"] == route)
+                              or (row["tool"] == (direct_tool or tool) and row["route"] == DIRECT)):
             by_round.setdefault(row["round"], {})[row["route"]] = row[metric]
     ratios = [pair[route] / pair[DIRECT] for pair in by_round.values() if len(pair) == 2 and pair[DIRECT]]
     return _stats(ratios) if ratios else None
@@ -140,6 +146,16 @@ def comparisons(summary: dict, routes: list[str], runs: list[dict] = ()) -> dict
             out[route]["consume_json_ratio"] = m("consume-json", "records_per_s") / d("consume-json", "records_per_s")
             out[route]["produce_json_paired"] = paired_ratios(runs, "produce-json", route, "mb_per_s")
             out[route]["consume_json_paired"] = paired_ratios(runs, "consume-json", route, "records_per_s")
+        if m("produce-json-unchecked", "mb_per_s") is not None:
+            # The same records to a topic without content rules, against the same direct runs.
+            out[route]["produce_json_unchecked_ratio"] = _over(m("produce-json-unchecked", "mb_per_s"),
+                                                               d("produce-json", "mb_per_s"))
+            out[route]["consume_json_unmasked_ratio"] = _over(m("consume-json-unmasked", "records_per_s"),
+                                                              d("consume-json", "records_per_s"))
+            out[route]["produce_json_unchecked_paired"] = paired_ratios(
+                runs, "produce-json-unchecked", route, "mb_per_s", "produce-json")
+            out[route]["consume_json_unmasked_paired"] = paired_ratios(
+                runs, "consume-json-unmasked", route, "records_per_s", "consume-json")
     return out
 
 
@@ -253,6 +269,14 @@ ROWS = [
     ("JSON consume records/s (gateway: masked)", "consume-json", "records_per_s", 0, "consume_json_ratio"),
     ("Gateway CPU-s per GB, validated produce", "produce-json", "gateway_cpu_s_per_gb", 2, None),
     ("Gateway CPU-s per GB, masked consume", "consume-json", "gateway_cpu_s_per_gb", 2, None),
+    ("JSON produce records/s, topic without content rules", "produce-json-unchecked", "records_per_s", 0,
+     "produce_json_unchecked_ratio"),
+    ("JSON consume records/s, topic without content rules", "consume-json-unmasked", "records_per_s", 0,
+     "consume_json_unmasked_ratio"),
+    ("Gateway CPU-s per GB, JSON produce without content rules", "produce-json-unchecked",
+     "gateway_cpu_s_per_gb", 2, None),
+    ("Gateway CPU-s per GB, JSON consume without content rules", "consume-json-unmasked",
+     "gateway_cpu_s_per_gb", 2, None),
     ("Tool CPU-s per GB, JSON produce", "produce-json", "tool_cpu_s_per_gb", 2, None),
     ("Tool CPU-s per GB, JSON consume", "consume-json", "tool_cpu_s_per_gb", 2, None),
     ("Machine busy, JSON produce", "produce-json", "machine_busy", 2, None),
@@ -311,6 +335,15 @@ def _target_lines(results: dict) -> list[str]:
             f"{_of_direct_at_least(c['consume_json_ratio'], t['masked_consume_ratio_min'])}. "
             f"Round by round (each gateway run over the direct run of the same round): produce "
             f"{_paired(c.get('produce_json_paired'))}, consume {_paired(c.get('consume_json_paired'))}")
+    unchecked = [(r, comps[r]) for r in UNCHECKED_ROUTES if comps.get(r, {}).get("produce_json_unchecked_ratio")]
+    if unchecked:
+        lines.append(
+            "- **the same JSON runs to a topic without content rules** (what the path costs before any "
+            "validation or masking; the same direct runs): " + "; ".join(
+                f"{results['routes'][r]}: produce {c['produce_json_unchecked_ratio']:.2f}, consume "
+                f"{c['consume_json_unmasked_ratio']:.2f} of direct (round by round: produce "
+                f"{_paired(c.get('produce_json_unchecked_paired'))}, consume "
+                f"{_paired(c.get('consume_json_unmasked_paired'))})" for r, c in unchecked))
     if UNAUDITED in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
         ours, base = comps[PRIMARY], comps[UNAUDITED]
         produce, consume = ours["produce_ratio"] / base["produce_ratio"], ours["consume_ratio"] / base["consume_ratio"]
@@ -320,8 +353,8 @@ def _target_lines(results: dict) -> list[str]:
             f"{ours['probe_added_p50_ms'] - base['probe_added_p50_ms']:+.3f} ms by the probe"
             + (f"; validated JSON produce {ours['produce_json_ratio'] / base['produce_json_ratio']:.2f}"
                if "produce_json_ratio" in ours and "produce_json_ratio" in base else ""))
-    if "foundation" in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
-        ours, base = comps[PRIMARY], comps["foundation"]
+    if FOUNDATION in comps and PRIMARY in comps and comps[PRIMARY]["produce_ratio"] is not None:
+        ours, base = comps[PRIMARY], comps[FOUNDATION]
         lines.append(
             f"- **identity and rules against the pass-through**: throughput produce "
             f"{ours['produce_ratio'] / base['produce_ratio']:.2f}, consume "
@@ -376,7 +409,7 @@ def markdown(results: dict) -> str:
             f"records ({_DIGESTS[s.get('audit_digest', 'sha256')]}), flushed every {s['audit_flush_ms']} ms. "
             + ("The `foundation` route is the pass-through gateway of that git ref (no login, no "
                "rules; bench/foundation.py builds it beside the current one). "
-               if "foundation" in results["routes"] else "")
+               if FOUNDATION in results["routes"] else "")
             + "The direct route uses the broker's PLAINTEXT listener without authentication. Before round 1 "
             "every route runs each tool once, a tenth of a run's records and unmeasured, so "
             "that the broker's and the client's JIT and the gateway's paths are warm. Each round "
@@ -398,6 +431,12 @@ def markdown(results: dict) -> str:
             f"`{args['consume-json']}`. Each run is a new JVM that compiles its hot code as it goes; "
             "in runs of a million records the direct consumer had not reached its speed "
             "(0.55–0.74 M records/s, against 0.93–1.19 M in runs of three million the same hour).",
+            *([f"- JSON produce and consume to a topic without content rules (`bench-json.*`: allowed, "
+               "nothing validated or masked), through "
+               + " and ".join(f"`{r}`" for r in UNCHECKED_ROUTES if r in results["routes"])
+               + " in the same rounds with the same arguments (the gateway's right after its "
+               "validated or masked run), compared with the direct runs above: what the gateway's "
+               "path costs these records before any content work."] if any(r in results["routes"] for r in UNCHECKED_ROUTES) else []),
             *([] if content_only else [f"- end to end: `{args['e2e']}`", f"- probe: {args['probe']}"]), ""]
     out += ["## Results", ""] + _table(results) + [""]
     out += ["## Targets", ""] + _target_lines(results) + [""]

@@ -19,8 +19,9 @@ was and how much of its time the hypervisor gave to other guests from /proc/stat
 
 Writes results.json (every run) and RESULTS.md (the summary) to --out-dir. `--only content`
 runs just the JSON rounds (validated produce, masked consume) through direct and the audited
-and audit-off gateways, about 75 s a round: more rounds in the same time narrow the per-round
-ratios those targets are judged on. It writes to .devstack/bench-content unless --out-dir says
+and audit-off gateways, and the same records through the audited gateway and the pass-through
+to a topic without content rules (what the path costs before any content work), about 150 s a
+round: more rounds in the same time narrow the per-round ratios those targets are judged on. It writes to .devstack/bench-content unless --out-dir says
 otherwise, so bench/RESULTS.md keeps the full run.
 """
 
@@ -151,6 +152,8 @@ class Bench:
         self.payload_size = kt.write_json_payloads(self.payloads)
         # The audit-off gateway too: the audit trail's share of a validated produce.
         self.content_routes = [r for r in routes if r.name in (report.DIRECT, report.PRIMARY, report.UNAUDITED)]
+        # And to a topic without content rules: the path's own cost, before any content work.
+        self.unchecked_routes = [r for r in routes if r.name in report.UNCHECKED_ROUTES]
 
     def warm_up(self) -> None:
         """Unmeasured: the broker's JIT and every route's code paths (the JSON ones too), before
@@ -236,16 +239,27 @@ class Bench:
     def content_round(self, round_no: int) -> None:
         """JSON produce (validated by the gateway) and consume (masked by it) against direct."""
         a = self.args
-        shift = (round_no - 1) % len(self.content_routes)
-        order = self.content_routes[shift:] + self.content_routes[:shift]
-        topics = {r.name: f"bench-content.{round_no}-{r.name}" for r in order}
-        self.topics.create(list(topics.values()))
+        routes = self.content_routes + [r for r in self.unchecked_routes if r not in self.content_routes]
+        shift = (round_no - 1) % len(routes)
+        order = routes[shift:] + routes[:shift]
+        topics = {r.name: f"bench-content.{round_no}-{r.name}" for r in self.content_routes}
+        plain = {r.name: f"bench-json.{round_no}-{r.name}" for r in self.unchecked_routes}
+        self.topics.create([*topics.values(), *plain.values()])
         for r in order:
-            self.measure("produce-json", r, round_no,
-                         lambda r=r: self._produce_json(r, topics[r.name], a.json_records))
+            if r.name in topics:
+                self.measure("produce-json", r, round_no,
+                             lambda r=r: self._produce_json(r, topics[r.name], a.json_records))
+            if r.name in plain:
+                self.measure("produce-json-unchecked", r, round_no,
+                             lambda r=r: self._produce_json(r, plain[r.name], a.json_records))
         for r in order:
-            self.measure("consume-json", r, round_no, lambda r=r: self._consume(r, topics[r.name], a.json_records))
-        self.topics.delete(list(topics.values()))
+            if r.name in topics:
+                self.measure("consume-json", r, round_no,
+                             lambda r=r: self._consume(r, topics[r.name], a.json_records))
+            if r.name in plain:
+                self.measure("consume-json-unmasked", r, round_no,
+                             lambda r=r: self._consume(r, plain[r.name], a.json_records))
+        self.topics.delete([*topics.values(), *plain.values()])
 
     def _produce_json(self, route: Route, topic: str, records: int) -> dict:
         out = kt.run_tool(kt.PRODUCER_PERF, *kt.json_producer_args(
@@ -301,7 +315,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--foundation", default=foundation.DEFAULT_REF,
                    help="git ref of the pass-through gateway to compare with ('none' to skip)")
     p.add_argument("--only", choices=("all", "content"), default="all",
-                   help="content: only the JSON rounds, through direct and the SCRAM-upstream gateways")
+                   help="content: only the JSON rounds (direct, the SCRAM-upstream gateways, the pass-through)")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where results go (default bench/, or .devstack/bench-content with --only content)")
     args = p.parse_args(argv)
@@ -342,13 +356,13 @@ def main(argv=None) -> int:
         print(f"starting Kafka in {work_dir}", flush=True)
         broker.start()
         routes = [Route("direct", "direct (PLAINTEXT listener)", broker.bootstrap)]
-        if args.foundation != "none" and args.only == "all":
+        if args.foundation != "none":
             print(f"building the pass-through gateway of {args.foundation}", flush=True)
             site = foundation.build(args.foundation, work_dir / "foundation")
             passthrough = foundation.FoundationGateway(site, broker, work_dir / "foundation",
                                                        free_port_range(5)).start()
             gateways.append(passthrough)
-            routes.append(Route("foundation", f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
+            routes.append(Route(report.FOUNDATION, f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
         # Every gateway keeps an audit trail but the one that shows what auditing costs.
         audited = audit_section(args.audit_flush_ms, args.audit_digest)
