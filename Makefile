@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 DEBIAN_PACKAGES := kcat openssl postgresql
 
-.PHONY: setup system-packages jars run test bench clean
+.PHONY: setup system-packages jars run test fuzz bench clean
 
 setup: system-packages jars $(INSTALLED)
 
@@ -34,6 +34,11 @@ run: setup
 test: setup
 	$(BIN)/brokerguard rules test rules --coverage --fail-on-empty
 	$(BIN)/python -m pytest -ra
+
+# The fuzzed tests with FUZZ_SCALE times their random inputs (tests/fuzzing.py): a longer hunt
+# than `make test` makes on every change. FUZZ_SCALE=100 make fuzz for a deeper one.
+fuzz: setup
+	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python bench/run.py

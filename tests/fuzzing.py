@@ -1,12 +1,20 @@
 """What the differential tests of the native twins share: Hypothesis settings (the failing
 example's blob is printed so it can be replayed with @reproduce_failure, and slow or large
-examples are fine) and string bodies that probe the JSON walkers' block scans."""
+examples are fine) and string bodies that probe the JSON walkers' block scans.
+
+`FUZZ_SCALE=N` multiplies every test's number of random inputs: `make fuzz` runs the fuzzed
+tests with many times what `make test` can afford on every change.
+"""
+
+import os
 
 from hypothesis import HealthCheck, settings
 
+SCALE = int(os.environ.get("FUZZ_SCALE") or 1)
+
 
 def random_inputs(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, print_blob=True,
+    return settings(max_examples=examples * SCALE, deadline=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -17,14 +17,16 @@ import struct
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
+
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.record.default_records import DefaultRecordBatchBuilder
 
 from brokerguard._native.frames_py import FrameError, RequestScanner
 from brokerguard.plugins.kafka import authorize
 from brokerguard.plugins.kafka.rewrite import Versions
+from fuzzing import random_inputs
 from harness import MECHANISM, TESTER, Gateway, User, auth, connect, read_response, request_frame
 
 pytestmark = pytest.mark.kafka
@@ -221,7 +223,7 @@ def test_bad_frames_close_only_the_offending_connection(small_gateway, user):
     healthy = Healthy(small_gateway)
     attack_ports: set[int] = set()
 
-    @settings(max_examples=80, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    @random_inputs(80)
     @given(attacks)
     # the named cases always run
     @example(frame(LIMIT + 1, b"\0" * 16))  # size above max_frame_bytes

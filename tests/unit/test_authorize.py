@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.operations import CLUSTER, Decision, Resource, Verdict
 from brokerguard.plugins.kafka import authorize
@@ -803,7 +805,7 @@ REQUESTS = {
 }
 
 
-@settings(max_examples=150, deadline=None)
+@random_inputs(150)
 @given(api=st.sampled_from([*REQUESTS, "DeleteTopics"]), data=st.data())
 def test_forwarded_and_refused_parts_partition_the_request(api, data):
     refused = data.draw(st.sets(st.sampled_from(POOL)), label="refused")

@@ -12,6 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzzing import random_inputs
+
 from brokerguard.plugins.kafka.protocol import codec, generate, schema
 from brokerguard.plugins.kafka.protocol.codec import DecodeError, EncodeError
 
@@ -93,8 +95,7 @@ def message_values(case) -> st.SearchStrategy:
     return _struct(spec.fields, version, spec.flexible(version))
 
 
-FAST = settings(max_examples=15, deadline=None, print_blob=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FAST = random_inputs(15)
 
 
 # --- every API, every version, both directions --------------------------------------------------
@@ -419,14 +420,13 @@ def _only_decode_error(case, wire):
     assert encode(case, decode(case, canonical)) == canonical
 
 
-@settings(max_examples=2000, deadline=None, print_blob=True)
+@random_inputs(2000)
 @given(case=st.sampled_from(CASES), wire=st.binary(max_size=48))
 def test_random_bytes(case, wire):
     _only_decode_error(case, wire)
 
 
-@settings(max_examples=500, deadline=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@random_inputs(500)
 @given(case=st.sampled_from(CASES), data=st.data())
 def test_truncated(case, data):
     wire = encode(case, data.draw(message_values(case), label="value"))
@@ -435,8 +435,7 @@ def test_truncated(case, data):
             decode(case, wire[:cut])
 
 
-@settings(max_examples=1000, deadline=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@random_inputs(1000)
 @given(case=st.sampled_from(CASES), data=st.data())
 def test_mutated(case, data):
     wire = bytearray(encode(case, data.draw(message_values(case), label="value")))

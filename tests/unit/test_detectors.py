@@ -11,8 +11,10 @@ import textwrap
 
 import pytest
 import re2
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.content import Detector, DetectorError, DetectorSet, PathSet, Scanner, builtin_detectors, compile_profile
 from brokerguard.plugins.detectors import builtin
@@ -431,7 +433,7 @@ PIECES = st.sampled_from(["4111 1111 1111 1111", "a@b.io", "078-05-1120", "+44 2
                           "-", " ", "é", "\n", "0", "eyJ", "."])
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(st.lists(PIECES | st.text(max_size=8), max_size=12).map("".join))
 def test_random_text_never_raises(text):
     out = ALL.scan(text.encode())

@@ -15,8 +15,10 @@ from urllib.parse import quote_plus, urlencode
 
 import jwt
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from devstack.oidc import DevstackError, OAuthError, OidcIssuer, TokenRequest, parse_token_request
 
@@ -203,7 +205,7 @@ def test_gateway_config_fits_the_gateway(issuer):
 
 # --------------------------------------------------------------------------- the request parser
 
-@settings(max_examples=500)
+@random_inputs(500)
 @given(st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text()), st.binary(max_size=2000))
 def test_token_request_parser_takes_any_bytes(authorization, content_type, body):
     try:
@@ -214,7 +216,7 @@ def test_token_request_parser_takes_any_bytes(authorization, content_type, body)
         assert isinstance(request, TokenRequest) and request.client_id
 
 
-@settings(max_examples=300)
+@random_inputs(300)
 @given(st.text(min_size=1), st.text(), st.text(alphabet="&=+%; abc\x00", max_size=50))
 def test_token_request_parser_on_near_valid_forms(client_id, secret, noise):
     body = f"grant_type=client_credentials&{noise}".encode()

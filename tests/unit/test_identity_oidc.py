@@ -11,8 +11,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.config import Oidc
 from brokerguard.identity import AuthenticationFailed
@@ -402,7 +404,7 @@ _OAUTH_PIECES = st.sampled_from(["n", "y", ",", "a=", "=2C", "\x01", "auth=", "B
                                  "=", " ", "é", "\x00", "x=y"])
 
 
-@settings(max_examples=500, deadline=None)
+@random_inputs(500)
 @given(st.binary(max_size=200) | st.lists(_OAUTH_PIECES, max_size=15).map(lambda p: "".join(p).encode()))
 def test_fuzz_oauthbearer_message(data):
     try:
@@ -425,7 +427,7 @@ def offline_validator(issuer):
     return validator
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(token=st.text(max_size=200) | st.tuples(_B64URL, _B64URL, _B64URL).map(".".join)
        | st.tuples(_JSON, _JSON).map(lambda hc: f"{_b64(json.dumps(hc[0]).encode())}."
                                               f"{_b64(json.dumps(hc[1]).encode())}.AAAA"))
@@ -441,7 +443,7 @@ _HEADERS = st.fixed_dictionaries({"alg": st.sampled_from(["RS256", "ES256", "PS2
                                    "kid": st.sampled_from(["rsa-1", "ec-1", "nope", ""]) | _JSON})
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(header=_HEADERS, claims=_JSON, signature=_B64URL)
 def test_fuzz_tokens_with_plausible_headers(offline_validator, header, claims, signature):
     token = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}.{signature}"
@@ -451,7 +453,7 @@ def test_fuzz_tokens_with_plausible_headers(offline_validator, header, claims, s
         pass
 
 
-@settings(max_examples=200, deadline=None)
+@random_inputs(200)
 @given(claims=st.dictionaries(st.text(max_size=8), _JSON) | _JSON)
 def test_fuzz_signed_claims(issuer, offline_validator, claims):
     token = _hand_made({"alg": "RS256", "kid": "rsa-1"}, claims,
@@ -462,7 +464,7 @@ def test_fuzz_signed_claims(issuer, offline_validator, claims):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(claims=st.dictionaries(st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "sub", "groups"]), _JSON))
 def test_fuzz_claims(issuer, claims):
     try:
@@ -471,7 +473,7 @@ def test_fuzz_claims(issuer, claims):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(document=_JSON | st.fixed_dictionaries({"keys": st.lists(
     st.dictionaries(st.sampled_from(["kty", "kid", "use", "alg", "n", "e", "crv", "x", "y", "d", "k"]),
                     st.sampled_from(["RSA", "EC", "OKP", "oct", "P-256", "Ed25519", "AQAB", "sig", "AAAA", "RS256"])
@@ -495,7 +497,7 @@ def discovery_validator():
     return TokenValidator(Oidc(issuer="https://issuer.test", audience=["kafka"]))
 
 
-@settings(max_examples=200, deadline=None)
+@random_inputs(200)
 @given(discovery=_JSON | st.fixed_dictionaries({"issuer": st.just("https://issuer.test") | _JSON,
                                                 "jwks_uri": st.just("http://keys.test/jwks") | _JSON}),
        jwks=_JSON)

@@ -2,8 +2,10 @@ import asyncio
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.identity import AuthenticationFailed
 from brokerguard.identity import sasl
@@ -77,7 +79,7 @@ def test_one_message_only(credentials):
         asyncio.run(server.step(b"\0svc\0" + PASSWORD.encode()))
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(st.binary(max_size=200) | st.lists(st.sampled_from(["\0", "svc", "a", "é", "\x01", PASSWORD]),
                                             max_size=8).map(lambda p: "".join(p).encode()))
 def test_fuzz_plain(credentials, data):

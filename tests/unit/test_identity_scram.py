@@ -4,8 +4,10 @@ import re
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.identity import AuthenticationFailed
 from brokerguard.identity import sasl
@@ -195,7 +197,7 @@ def test_no_message_after_the_end(credentials):
 
 # -- fuzz: hostile bytes only ever end in AuthenticationFailed --------------------------------
 
-@settings(max_examples=400, deadline=None)
+@random_inputs(400)
 @given(st.binary(max_size=300))
 def test_fuzz_client_first_bytes(credentials, data):
     try:
@@ -208,7 +210,7 @@ _PIECES = st.sampled_from(["n", "y", "p=x", ",", "=", "=2C", "=3D", "a=", "n=", 
                            "svc-payments", "biws", "tokenauth=true", "\x00", "\x01", "é", "\x7f", "AAAA=="])
 
 
-@settings(max_examples=400, deadline=None)
+@random_inputs(400)
 @given(st.lists(_PIECES, max_size=20).map("".join))
 def test_fuzz_client_first_structured(credentials, text):
     try:
@@ -220,7 +222,7 @@ def test_fuzz_client_first_structured(credentials, text):
 _MESSAGES = st.binary(max_size=200) | st.lists(_PIECES, max_size=12).map(lambda p: "".join(p).encode())
 
 
-@settings(max_examples=400, deadline=None)
+@random_inputs(400)
 @given(first=_MESSAGES, final=_MESSAGES)
 def test_fuzz_server_steps(credentials, first, final):
     async def exchange_of(*messages):
@@ -235,7 +237,7 @@ def test_fuzz_server_steps(credentials, first, final):
             pass
 
 
-@settings(max_examples=400, deadline=None)
+@random_inputs(400)
 @given(st.binary(max_size=300))
 def test_fuzz_client_final_bytes(data):
     try:

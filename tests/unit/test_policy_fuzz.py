@@ -7,8 +7,10 @@ import functools
 import itertools
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard.identity import Identity
 from brokerguard.operations import ACTIONS, AccessRequest, Client, Resource
@@ -18,7 +20,7 @@ from brokerguard.policy.inputs import read_input
 from brokerguard.policy.model import PRECEDENCE
 from brokerguard.policy.source import Reader
 
-FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = random_inputs(200)
 KIND_KEYS = {"topic": "topics", "group": "groups", "transactional_id": "transactional_ids"}
 NAMES = st.text(alphabet="ab.", min_size=1, max_size=4)
 GLOBS = st.text(alphabet="ab.*?", min_size=1, max_size=4)
@@ -206,13 +208,13 @@ def _glob_reference(pattern: str, name: str) -> bool:
     return bool(name) and (head == "?" or head == name[0]) and _glob_reference(pattern[1:], name[1:])
 
 
-@settings(max_examples=500, deadline=None)
+@random_inputs(500)
 @given(pattern=st.text(alphabet="ab.*?", max_size=7), name=st.text(alphabet="ab.", max_size=9))
 def test_globs_match_like_the_textbook_definition(pattern, name):
     assert compile_glob(pattern)(name) is _glob_reference(pattern, name)
 
 
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(first=st.text(alphabet="ab*?", max_size=4), second=st.text(alphabet="ab*?", max_size=4))
 def test_overlap_finds_every_shared_name(first, second):
     shared = any(_glob_reference(first, name) and _glob_reference(second, name)

@@ -4,7 +4,7 @@ pure-Python twin), held to the codec's reading of the same bytes and to each oth
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from brokerguard._native import produce, produce_py
 from brokerguard.plugins.kafka.protocol import codec
@@ -50,7 +50,7 @@ def test_the_twins_cover_the_same_versions():
 
 
 @pytest.mark.parametrize("twin", TWINS)
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(version=versions, txn=st.one_of(st.none(), names), acks=st.sampled_from([-1, 0, 1]), data=topics,
        client_id=st.one_of(st.none(), names))
 def test_reads_what_the_codec_reads(twin, version, txn, acks, data, client_id):
@@ -112,7 +112,7 @@ def test_other_apis_versions_and_ranges_are_refused(twin):
 
 
 @pytest.mark.parametrize("twin", TWINS)
-@settings(max_examples=300, deadline=None)
+@random_inputs(300)
 @given(version=versions, body=answers)
 def test_a_response_is_clean_when_the_codec_finds_no_error(twin, version, body):
     raw = response_frame(7, 0, version, body)

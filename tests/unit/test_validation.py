@@ -9,14 +9,16 @@ import json
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
+
+from fuzzing import random_inputs
 
 from brokerguard._native import encode_batch, read_batches
 from brokerguard.content import ContentSpecError, Validation, compile_validation
 from brokerguard.content.validation import _size
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = random_inputs(300)
 PAYMENT = {"type": "object", "required": ["amount"],
            "properties": {"amount": {"type": "number"}, "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
                           "items": {"type": "array", "items": {"type": "object",
@@ -219,7 +221,7 @@ def test_random_json_never_raises(document):
     assert problems == [] or problems[0][0] == 0
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@random_inputs(200)
 @given(values=st.lists(st.one_of(st.none(), st.sampled_from([b'{"amount": 1}', b'{"amount": "x"}', b"{", b"[]",
                                                                 b'{"amount": 2.5, "n": null}', b"\xff"])),
                        max_size=8),
@@ -238,7 +240,7 @@ def test_the_whole_batch_pass_agrees_with_record_by_record(values, allow_null, w
     assert found == record_by_record
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@random_inputs(200)
 @given(values=st.lists(st.one_of(st.none(), st.sampled_from([b'{"amount": 1}', b'{"amount": "x"}', b"{", b"[]",
                                                                 b'{"amount": 2.5, "n": null}', b"\xff"])),
                        min_size=1, max_size=8),
@@ -293,7 +295,7 @@ def test_the_native_check_comes_first_where_it_reads_the_schema():
     ]
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@random_inputs(200)
 @given(records=st.lists(st.tuples(st.sampled_from([None, b"k", b"k" * 40]),
                                   st.sampled_from([None, b'{"amount": 1}', b'{"amount": "x"}', b"{"]),
                                   st.lists(st.tuples(st.sampled_from(["trace-id", "other", b"trace-id"]),
