@@ -436,7 +436,8 @@ def markdown(results: dict) -> str:
                + " and ".join(f"`{r}`" for r in UNCHECKED_ROUTES if r in results["routes"])
                + " in the same rounds with the same arguments (the gateway's right after its "
                "validated or masked run), compared with the direct runs above: what the gateway's "
-               "path costs these records before any content work."] if any(r in results["routes"] for r in UNCHECKED_ROUTES) else []),
+               "path costs these records before any content work."]
+              if any(r in results["routes"] for r in UNCHECKED_ROUTES) else []),
             *([] if content_only else [f"- end to end: `{args['e2e']}`", f"- probe: {args['probe']}"]), ""]
     out += ["## Results", ""] + _table(results) + [""]
     out += ["## Targets", ""] + _target_lines(results) + [""]

@@ -21,13 +21,15 @@ Writes results.json (every run) and RESULTS.md (the summary) to --out-dir. `--on
 runs just the JSON rounds (validated produce, masked consume) through direct and the audited
 and audit-off gateways, and the same records through the audited gateway and the pass-through
 to a topic without content rules (what the path costs before any content work), about 150 s a
-round: more rounds in the same time narrow the per-round ratios those targets are judged on. It writes to .devstack/bench-content unless --out-dir says
-otherwise, so bench/RESULTS.md keeps the full run.
+round: more rounds in the same time narrow the per-round ratios those targets are judged on.
+It writes to .devstack/bench-content unless --out-dir says otherwise, so bench/RESULTS.md keeps
+the full run.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -245,20 +247,13 @@ class Bench:
         topics = {r.name: f"bench-content.{round_no}-{r.name}" for r in self.content_routes}
         plain = {r.name: f"bench-json.{round_no}-{r.name}" for r in self.unchecked_routes}
         self.topics.create([*topics.values(), *plain.values()])
-        for r in order:
-            if r.name in topics:
-                self.measure("produce-json", r, round_no,
-                             lambda r=r: self._produce_json(r, topics[r.name], a.json_records))
-            if r.name in plain:
-                self.measure("produce-json-unchecked", r, round_no,
-                             lambda r=r: self._produce_json(r, plain[r.name], a.json_records))
-        for r in order:
-            if r.name in topics:
-                self.measure("consume-json", r, round_no,
-                             lambda r=r: self._consume(r, topics[r.name], a.json_records))
-            if r.name in plain:
-                self.measure("consume-json-unmasked", r, round_no,
-                             lambda r=r: self._consume(r, plain[r.name], a.json_records))
+        # Every produce before any consume: each consumer reads what its route just produced.
+        for run, tools in ((self._produce_json, ("produce-json", "produce-json-unchecked")),
+                           (self._consume, ("consume-json", "consume-json-unmasked"))):
+            for r in order:
+                for tool, names in zip(tools, (topics, plain)):
+                    if r.name in names:
+                        self.measure(tool, r, round_no, functools.partial(run, r, names[r.name], a.json_records))
         self.topics.delete([*topics.values(), *plain.values()])
 
     def _produce_json(self, route: Route, topic: str, records: int) -> dict:
@@ -362,7 +357,8 @@ def main(argv=None) -> int:
             passthrough = foundation.FoundationGateway(site, broker, work_dir / "foundation",
                                                        free_port_range(5)).start()
             gateways.append(passthrough)
-            routes.append(Route(report.FOUNDATION, f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
+            routes.append(Route(report.FOUNDATION,
+                                f"pass-through ({args.foundation}, no login or rules, SCRAM upstream)",
                                 passthrough.bootstrap, passthrough, worker_pid(passthrough)))
         # Every gateway keeps an audit trail but the one that shows what auditing costs.
         audited = audit_section(args.audit_flush_ms, args.audit_digest)
