@@ -343,15 +343,20 @@ def replay_session(gateway: Gateway, kafka, session: str, sandbox: str, count: i
     out = gateway.cli("sessions", "replay", session, "--to", sandbox, "--username", TESTER.name,
                       "--password-env", "REPLAY_PASSWORD").stdout
     assert f"published {count} records" in out
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)
-    consumer.assign([TopicPartition(sandbox, 0)])
     # Polled up to a deadline, not until a quiet spell: on a loaded host the first fetch of a new
-    # topic can come after more than ten seconds of nothing.
+    # topic can come after more than ten seconds of nothing. Once, under load, one consumer read
+    # nothing in 60 s from records the broker had acknowledged; a consumer that has read nothing
+    # for 20 s is replaced by a new one (new connections, metadata and offset lookup).
     messages: list = []
     deadline = time.monotonic() + 60
     while len(messages) < count and time.monotonic() < deadline:
-        for batch in consumer.poll(timeout_ms=1000).values():
-            messages += batch
-    consumer.close()
+        consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap, auto_offset_reset="earliest",
+                                 enable_auto_commit=False)
+        consumer.assign([TopicPartition(sandbox, 0)])
+        messages = []
+        given_up = min(deadline, time.monotonic() + 20)
+        while len(messages) < count and (messages or time.monotonic() < given_up) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=1000).values():
+                messages += batch
+        consumer.close()
     return [(m.key, m.value, list(m.headers), m.timestamp) for m in messages[:count]]
