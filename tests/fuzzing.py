@@ -1,6 +1,6 @@
-"""What the differential tests of the native twins share: Hypothesis settings (the failing
-example's blob is printed so it can be replayed with @reproduce_failure, and slow or large
-examples are fine) and string bodies that probe the JSON walkers' block scans.
+"""What the property tests share: Hypothesis settings (the failing example's blob is printed so
+it can be replayed with @reproduce_failure, and slow or large examples are fine) and string
+bodies that probe the JSON walkers' block scans.
 
 `FUZZ_SCALE=N` multiplies every test's number of random inputs: `make fuzz` runs the fuzzed
 tests with many times what `make test` can afford on every change.
