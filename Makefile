@@ -36,9 +36,11 @@ test: setup
 	$(BIN)/python -m pytest -ra
 
 # The fuzzed tests with FUZZ_SCALE times their random inputs (tests/fuzzing.py): a longer hunt
-# than `make test` makes on every change. FUZZ_SCALE=100 make fuzz for a deeper one.
+# than `make test` makes on every change. FUZZ_SCALE=100 make fuzz for a deeper one. Each test
+# may take FUZZ_SCALE times the usual per-test timeout.
 fuzz: setup
-	FUZZ_SCALE=$${FUZZ_SCALE:-20} $(BIN)/python -m pytest tests/unit -q -p no:cacheprovider
+	scale=$${FUZZ_SCALE:-20}; FUZZ_SCALE=$$scale $(BIN)/python -m pytest tests/unit -q -p no:cacheprovider \
+	  --timeout=$$((300 * scale))
 
 bench: setup
 	$(BIN)/python bench/run.py
