@@ -89,6 +89,13 @@ def _fake_entry_points(monkeypatch, entries):
     monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
 
 
+def _load_problems() -> list[str]:
+    """What DetectorSet.load() refuses the installed plugins for, one problem a line."""
+    with pytest.raises(DetectorError) as caught:
+        DetectorSet.load()
+    return str(caught.value).splitlines()
+
+
 def _plugin_package(tmp_path, monkeypatch, name, source):
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -113,9 +120,7 @@ def test_third_party_pattern_re2_cannot_compile_is_refused_naming_it(tmp_path, m
         Doubled = Detector("doubled_word", r"\\b(\\w+) \\1\\b")
     """)
     _fake_entry_points(monkeypatch, [("doubled_word", "acme_backref:Doubled")])
-    with pytest.raises(DetectorError) as caught:
-        DetectorSet.load()
-    message = str(caught.value)
+    message = "\n".join(_load_problems())
     assert "doubled_word" in message and "acme_backref:Doubled" in message
     assert "RE2 cannot compile" in message and "Backreferences" in message
 
@@ -130,9 +135,7 @@ def test_every_broken_plugin_is_listed(tmp_path, monkeypatch):
                                      ("missing", "acme_nowhere:Thing"),
                                      ("email", "brokerguard.plugins.detectors.builtin:Email"),
                                      ("email", "acme_misc:Named")])
-    with pytest.raises(DetectorError) as caught:
-        DetectorSet.load()
-    lines = str(caught.value).splitlines()
+    lines = _load_problems()
     assert len(lines) == 4
     assert "calls itself `other_name`" in lines[0]
     assert "is str, not a brokerguard.content.Detector" in lines[1]
@@ -171,9 +174,7 @@ def test_broken_path_set_plugins_are_listed(tmp_path, monkeypatch):
         "from brokerguard.content import PathSet\nBad = PathSet('bad', [{'path': '$.a', 'strategy': 'erase'}])\n")
     _fake_entry_points(monkeypatch, [("renamed", "acme_bad_fields:Renamed"), ("bad", "acme_import_time:Bad"),
                                      ("credentials", "brokerguard.plugins.detectors.pathsets:Credentials")])
-    with pytest.raises(DetectorError) as caught:
-        DetectorSet.load()
-    lines = str(caught.value).splitlines()
+    lines = _load_problems()
     assert len(lines) == 2
     assert "calls itself `other_name`" in lines[0]
     assert lines[1].startswith("detector plugin `bad` (acme_import_time:Bad) is refused: path set `bad`: "
