@@ -84,6 +84,13 @@ class Batch:
         A compiled masker (jsonmask.FieldMasker) is called on each value in place, with no
         Python object per record; any other masker through its mask method.
         """
+    def masked(self, masker: _ValueMasker, max_uncompressed_bytes: int) -> bytes | None:
+        """with_masked_values(decode(max_uncompressed_bytes), masker), raising what they raise.
+
+        An uncompressed batch and a masker that calls no Python (FieldMasker without `hash`
+        rules) are read, masked, written and sealed with the GIL released (but to allocate the
+        new batch), so other threads mask other batches meanwhile.
+        """
 
 class Records:
     """The records of one batch, column by column; per-record objects are made only when a

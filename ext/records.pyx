@@ -269,6 +269,26 @@ cdef class _View:
         PyBuffer_FillInfo(view, self, <void*>self.data, self.size, 1, flags)
 
 
+ctypedef uint32_t (*Crc32c)(const char* data, size_t size) noexcept nogil
+
+
+def _native_crc32c():
+    """The address of google-crc32c's own C function (crc32c_value), which its Python function
+    calls with the GIL held; 0 where the package has no C library."""
+    try:
+        import ctypes
+
+        from google_crc32c import _crc32c
+        return ctypes.cast(ctypes.CDLL(_crc32c.__file__).crc32c_value, ctypes.c_void_p).value or 0
+    except (ImportError, OSError, AttributeError):
+        return 0
+
+
+# Batch.masked seals a batch with this, the GIL released; NULL: it masks with the GIL as
+# with_masked_values does.
+cdef Crc32c _crc32c_nogil = <Crc32c><size_t>_native_crc32c()
+
+
 cdef uint32_t _crc32c(object owner, const char* data, Py_ssize_t size) except? 0:
     cdef _View view = _View.__new__(_View)
     view.owner = owner
@@ -323,6 +343,29 @@ cdef MaskOutput _scratch
 cdef bint _scratch_busy = False
 cdef Py_ssize_t SCRATCH_KEPT = 8 << 20  # a larger one (a huge batch) is let go after use
 memset(&_scratch, 0, sizeof(MaskOutput))
+
+
+cdef MaskOutput* _take_scratch(MaskOutput* own) noexcept:
+    """The kept buffer, or `own` (emptied) while another batch is being masked into it (a hash
+    function or another thread may be masking one meanwhile)."""
+    global _scratch_busy
+    if _scratch_busy:
+        memset(own, 0, sizeof(MaskOutput))
+        return own
+    _scratch_busy = True
+    _scratch.size = 0
+    return &_scratch
+
+
+cdef void _give_back(MaskOutput* out) noexcept:
+    global _scratch_busy
+    if out != &_scratch:
+        free(out.data)
+        return
+    if _scratch.capacity > SCRATCH_KEPT:
+        free(_scratch.data)
+        memset(&_scratch, 0, sizeof(MaskOutput))
+    _scratch_busy = False
 
 
 @cython.final
@@ -433,16 +476,9 @@ cdef class Batch:
         cdef MaskOutput own
         cdef bint changed = False
         cdef int status
-        global _scratch_busy
         if pieces == NULL:
             raise MemoryError()
-        if _scratch_busy:  # a hash function masking another batch meanwhile (it may release the GIL)
-            memset(&own, 0, sizeof(MaskOutput))
-            out = &own
-        else:
-            _scratch_busy = True
-            _scratch.size = 0
-            out = &_scratch
+        out = _take_scratch(&own)
         try:
             if mask_plain != NULL:
                 # Masks nothing but these bytes, so other threads run meanwhile: a large Fetch
@@ -467,19 +503,71 @@ cdef class Batch:
                     return None
             if not changed:
                 return self.raw
-            for index in range(count):
-                if pieces[index].size >= 0:
-                    pieces[index].data = <const char*>out.data + pieces[index].size
+            _point_into(pieces, count, out)
             return self._rebuilt(recs, pieces)
         finally:
             free(pieces)
-            if out is &own:
-                free(own.data)
-            else:
-                if _scratch.capacity > SCRATCH_KEPT:
-                    free(_scratch.data)
-                    memset(&_scratch, 0, sizeof(MaskOutput))
-                _scratch_busy = False
+            _give_back(out)
+
+    def masked(self, masker, max_uncompressed_bytes):
+        cdef object limit = errors.check_limit(max_uncompressed_bytes)
+        cdef object plain = getattr(masker, "native_mask_plain", None)
+        if (self.attributes & 7 != CODEC_NONE or _crc32c_nogil == NULL or plain is None
+                or not PyCapsule_IsValid(plain, PLAIN_CAPSULE)):
+            return self.with_masked_values(self.decode(max_uncompressed_bytes), masker)
+        if PyBytes_GET_SIZE(self.raw) - HEADER_SIZE > limit:
+            raise errors.records_oversized(self.base_offset, CODEC_NONE, limit)
+        return self._masked_plain(<MaskPlain>PyCapsule_GetPointer(plain, PLAIN_CAPSULE),
+                                  PyCapsule_GetContext(plain))
+
+    cdef object _masked_plain(self, MaskPlain mask, const void* context):
+        """masked() of an uncompressed batch by a MaskPlain: read, masked, written and sealed with
+        the GIL released but to allocate the new batch."""
+        cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(self.raw)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(self.raw), count, parsed = 0, total = 0
+        cdef Span* spans = NULL
+        cdef Piece* pieces = NULL
+        cdef MaskOutput own
+        cdef MaskOutput* out = _take_scratch(&own)
+        cdef Fault fault
+        cdef bint changed = False
+        cdef int status = VALUE_KEPT
+        cdef bytes rebuilt
+        cdef unsigned char* w
+        try:
+            with nogil:
+                count = _parse_spans(p, HEADER_SIZE, size, self.count, &spans, &parsed, &fault)
+                if count >= 0:
+                    pieces = <Piece*>malloc((count if count > 0 else 1) * sizeof(Piece))
+                    if pieces == NULL:
+                        status = -1
+                    else:
+                        status = _mask_plain_values(mask, context, p, spans, count, pieces, out, &changed)
+                if status == VALUE_KEPT and changed:
+                    _point_into(pieces, count, out)
+                    total = _rebuilt_size(spans, count, pieces)
+            if count < 0:
+                _raise_parse_error(self, count, parsed, &fault)
+            if status < 0:
+                raise MemoryError()
+            if status != VALUE_KEPT:
+                return None
+            if not changed:
+                return self.raw
+            if total < 0:
+                raise errors.record_too_large(-total - 1, pieces[-total - 1].size)
+            rebuilt = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + total)
+            w = <unsigned char*>PyBytes_AS_STRING(rebuilt)
+            with nogil:
+                memcpy(w, p, HEADER_SIZE)
+                _write_with_values(w + HEADER_SIZE, p, spans, count, pieces)
+                _put_u32(w + LENGTH_AT, <uint32_t>(HEADER_SIZE + total - PREFIX))
+                _put_u32(w + CRC_AT, _crc32c_nogil(<char*>w + ATTRIBUTES_AT, HEADER_SIZE + total - ATTRIBUTES_AT))
+            return rebuilt
+        finally:
+            free(spans)
+            free(pieces)
+            _give_back(out)
 
     cdef object _masked_value_by_value(self, Records recs, object masker):
         cdef list values = recs.values(), masked = []
@@ -501,31 +589,21 @@ cdef class Batch:
 
     cdef bytes _rebuilt(self, Records recs, Piece* pieces):
         """This batch with each record's value taken from its piece (data and length)."""
-        cdef Py_ssize_t index, total = 0, size
-        cdef Span* span
+        cdef Py_ssize_t total = _rebuilt_size(recs.spans, recs.count, pieces)
         cdef bytes out, body
         cdef bint xerial
         cdef int codec = self.attributes & 7
-        for index in range(recs.count):
-            span = recs.spans + index
-            size = (
-                (span.value_at - span.start)
-                + _varint_size(pieces[index].length)
-                + (pieces[index].length if pieces[index].length > 0 else 0)
-                + (span.end - span.headers_at)
-            )
-            if size > INT32_MAX:
-                raise errors.record_too_large(index, size)
-            pieces[index].size = size
-            total += _varint_size(size) + size
+        if total < 0:
+            raise errors.record_too_large(-total - 1, pieces[-total - 1].size)
         if codec == CODEC_NONE:
             out = PyBytes_FromStringAndSize(NULL, HEADER_SIZE + total)
             memcpy(PyBytes_AS_STRING(out), PyBytes_AS_STRING(self.raw), HEADER_SIZE)
-            _write_with_values(<unsigned char*>PyBytes_AS_STRING(out) + HEADER_SIZE, recs, pieces)
+            _write_with_values(<unsigned char*>PyBytes_AS_STRING(out) + HEADER_SIZE, recs.data, recs.spans,
+                               recs.count, pieces)
             _seal(out)
             return out
         body = PyBytes_FromStringAndSize(NULL, total)
-        _write_with_values(<unsigned char*>PyBytes_AS_STRING(body), recs, pieces)
+        _write_with_values(<unsigned char*>PyBytes_AS_STRING(body), recs.data, recs.spans, recs.count, pieces)
         xerial = (
             codec == CODEC_SNAPPY
             and PyBytes_GET_SIZE(self.raw) >= HEADER_SIZE + 8
@@ -571,13 +649,41 @@ cdef inline void _masked_piece(Piece* piece, Py_ssize_t before, MaskOutput* out)
     piece.length = out.size - before
 
 
-cdef void _write_with_values(unsigned char* w, Records recs, Piece* pieces) noexcept:
-    cdef const unsigned char* p = recs.data
+cdef inline void _point_into(Piece* pieces, Py_ssize_t count, MaskOutput* out) noexcept nogil:
+    """Each masked piece's data, now that out no longer moves."""
+    cdef Py_ssize_t index
+    for index in range(count):
+        if pieces[index].size >= 0:
+            pieces[index].data = <const char*>out.data + pieces[index].size
+
+
+cdef Py_ssize_t _rebuilt_size(const Span* spans, Py_ssize_t count, Piece* pieces) noexcept nogil:
+    """The size of the records rebuilt with each value from its piece, every piece's size set to
+    its record's; or -(index + 1) for the first record that would exceed INT32_MAX bytes."""
+    cdef Py_ssize_t index, total = 0, size
+    cdef const Span* span
+    for index in range(count):
+        span = spans + index
+        size = (
+            (span.value_at - span.start)
+            + _varint_size(pieces[index].length)
+            + (pieces[index].length if pieces[index].length > 0 else 0)
+            + (span.end - span.headers_at)
+        )
+        pieces[index].size = size
+        if size > INT32_MAX:
+            return -(index + 1)
+        total += _varint_size(size) + size
+    return total
+
+
+cdef void _write_with_values(unsigned char* w, const unsigned char* p, const Span* spans, Py_ssize_t count,
+                             const Piece* pieces) noexcept nogil:
     cdef Py_ssize_t index, head, tail
-    cdef Span* span
-    cdef Piece* piece
-    for index in range(recs.count):
-        span = recs.spans + index
+    cdef const Span* span
+    cdef const Piece* piece
+    for index in range(count):
+        span = spans + index
         piece = pieces + index
         head = span.value_at - span.start
         tail = span.end - span.headers_at
@@ -790,37 +896,59 @@ cdef Py_ssize_t _parse_record(const unsigned char* p, Py_ssize_t pos, Py_ssize_t
     return stop
 
 
-cdef Records _parse(Batch batch, object owner, const char* data, Py_ssize_t pos, Py_ssize_t end):
-    """Every record of data[pos:end], checked against the batch's count."""
-    cdef Records records = Records.__new__(Records)
-    cdef const unsigned char* p = <const unsigned char*>data
-    cdef int32_t count = batch.count
+cdef Py_ssize_t _parse_spans(const unsigned char* p, Py_ssize_t pos, Py_ssize_t end, int32_t count,
+                             Span** spans, Py_ssize_t* parsed, Fault* fault) noexcept nogil:
+    """Every record of p[pos:end] into *spans (malloc'ed here; the caller frees it, whatever the
+    outcome), checked against count. How many; or -1 for a bad record (the one at *parsed, with
+    fault set), -2 for records that do not number count (*parsed found, fault.a bytes left),
+    -3 out of memory."""
     cdef Py_ssize_t index = 0
     cdef Py_ssize_t capacity = (end - pos) // MIN_RECORD + 1  # the count is not trusted for size
     cdef Span* grown
-    cdef Fault fault
     if count < capacity:
         capacity = count if count > 0 else 1
-    records.batch = batch
-    records.owner = owner
-    records.data = p
-    records.spans = <Span*>malloc(capacity * sizeof(Span))
-    if records.spans == NULL:
-        raise MemoryError()
+    spans[0] = <Span*>malloc(capacity * sizeof(Span))
+    if spans[0] == NULL:
+        return -3
     while index < count and pos < end:
         if index == capacity:
             capacity *= 2
-            grown = <Span*>realloc(records.spans, capacity * sizeof(Span))
+            grown = <Span*>realloc(spans[0], capacity * sizeof(Span))
             if grown == NULL:
-                raise MemoryError()
-            records.spans = grown
-        pos = _parse_record(p, pos, end, records.spans + index, &fault)
+                return -3
+            spans[0] = grown
+        pos = _parse_record(p, pos, end, spans[0] + index, fault)
         if pos < 0:
-            raise errors.record_fault(batch.base_offset, index, fault.code, fault.field, fault.a, fault.b)
+            parsed[0] = index
+            return -1
         index += 1
-        records.count = index
+    parsed[0] = index
     if index != count or pos < end:
-        raise errors.record_count_mismatch(batch.base_offset, count, index, end - pos)
+        fault.a = end - pos
+        return -2
+    return index
+
+
+cdef int _raise_parse_error(Batch batch, Py_ssize_t status, Py_ssize_t parsed, const Fault* fault) except -1:
+    if status == -3:
+        raise MemoryError()
+    if status == -1:
+        raise errors.record_fault(batch.base_offset, parsed, fault.code, fault.field, fault.a, fault.b)
+    raise errors.record_count_mismatch(batch.base_offset, batch.count, parsed, fault.a)
+
+
+cdef Records _parse(Batch batch, object owner, const char* data, Py_ssize_t pos, Py_ssize_t end):
+    """Every record of data[pos:end], checked against the batch's count."""
+    cdef Records records = Records.__new__(Records)
+    cdef Py_ssize_t count, parsed = 0
+    cdef Fault fault
+    records.batch = batch
+    records.owner = owner
+    records.data = <const unsigned char*>data
+    count = _parse_spans(records.data, pos, end, batch.count, &records.spans, &parsed, &fault)
+    if count < 0:
+        _raise_parse_error(batch, count, parsed, &fault)
+    records.count = count
     return records
 
 

@@ -232,6 +232,9 @@ class Batch:
             return self._raw
         return self.with_values(records, masked)
 
+    def masked(self, masker, max_uncompressed_bytes: int) -> bytes | None:
+        return self.with_masked_values(self.decode(max_uncompressed_bytes), masker)
+
 
 class Records:
     """The records of one batch, column by column; nothing per record is built until asked."""

@@ -355,16 +355,15 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     batches, consumed = read_batches(records, max_uncompressed)
     changed = consumed != len(records)
     masker = profile.batch_masker
-    passes = ([(None, None)] * len(batches) if masker is None  # each batch masked in one pass, where it can be
+    passes = ([None] * len(batches) if masker is None  # each batch masked in one pass, where it can be
               else _masked_batches(batches, masker, max_uncompressed, len(records) >= PARALLEL_MASK_BYTES))
     parts = []
-    for batch, (decoded, whole) in zip(batches, passes):
+    for batch, whole in zip(batches, passes):
         if batch.is_control:
             parts.append(batch.raw)
             continue
         if whole is None:
-            if decoded is None:
-                decoded = batch.decode(max_uncompressed)
+            decoded = batch.decode(max_uncompressed)
             values = decoded.values()
             masked, failures = profile.mask_values(values)
             if failures:
@@ -378,20 +377,19 @@ def _mask_records(records, profile: Any, max_uncompressed: int, topic: str, on_u
     return parts if changed else None
 
 
-def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list[tuple]:
-    """Each batch decoded and, where that can be done, masked in one pass: (records, masked
-    bytes or None); (None, None) for a control batch. A large run is shared with the helper
-    thread, where the masker runs without the GIL: both take the next batch until none is left,
-    so neither waits on a fixed half while the other is busy or not yet awake."""
-    out: list[tuple] = [(None, None)] * len(batches)
+def _masked_batches(batches: list, masker: Any, max_uncompressed: int, large: bool) -> list:
+    """Each batch masked in one pass where that can be done (Batch.masked), else None (and for
+    a control batch). A large run is shared with the helper thread, where the masker runs
+    without the GIL: both take the next batch until none is left, so neither waits on a fixed
+    half while the other is busy or not yet awake."""
+    out: list = [None] * len(batches)
     pending = iter(range(len(batches)))
 
     def work() -> None:
         for at in pending:  # one iterator shared by both threads: each batch is taken once
             batch = batches[at]
             if not batch.is_control:
-                decoded = batch.decode(max_uncompressed)
-                out[at] = (decoded, batch.with_masked_values(decoded, masker))
+                out[at] = batch.masked(masker, max_uncompressed)
 
     if large and len(batches) > 1 and getattr(masker, "native_mask_plain", None) is not None:
         helping = _helper().submit(work)
