@@ -108,12 +108,14 @@ class Records:
     def sizes(self) -> list[int]:
         """Each record's encoded size: the value of its length varint."""
 
-def read_batches(data: Buffer, max_uncompressed_bytes: int) -> tuple[list[Batch], int]:
+def read_batches(data: Buffer, max_uncompressed_bytes: int, check_crc: bool = True) -> tuple[list[Batch], int]:
     """(the complete batches in data, the end of the last one). A partial batch at the end is not
     an error: it is left out, and starts at the returned end.
 
     Raises RecordError for magic other than 2, a batch length too small for the header, a batch
-    larger than max_uncompressed_bytes, a CRC-32C mismatch, or an unknown codec.
+    larger than max_uncompressed_bytes, a CRC-32C mismatch, or an unknown codec. With check_crc
+    false, a batch's CRC is checked when its records are first read (decode, masked), with the
+    same error: for batches whose records are read on other threads, each checks its own.
     """
 
 def encode_batch(

@@ -345,6 +345,14 @@ cdef Py_ssize_t SCRATCH_KEPT = 8 << 20  # a larger one (a huge batch) is let go 
 memset(&_scratch, 0, sizeof(MaskOutput))
 
 
+cdef int _check_crc_of(Batch batch, uint32_t computed) except -1:
+    """Marks the batch checked if computed is its CRC; else raises as read_batches does."""
+    if computed != batch.crc:
+        raise errors.batch_crc_mismatch(batch.unchecked_at, batch.crc, computed)
+    batch.unchecked_at = -1
+    return 0
+
+
 cdef MaskOutput* _take_scratch(MaskOutput* own) noexcept:
     """The kept buffer, or `own` (emptied) while another batch is being masked into it (a hash
     function or another thread may be masking one meanwhile)."""
@@ -385,6 +393,7 @@ cdef class Batch:
     cdef readonly int32_t base_sequence
     cdef readonly int32_t count
     cdef readonly bytes raw
+    cdef Py_ssize_t unchecked_at  # where it was read, while its CRC is not checked yet; else -1
 
     def __init__(self, *args, **kwargs):
         raise errors.not_constructible("Batch", "read_batches")
@@ -411,11 +420,20 @@ cdef class Batch:
             f"bytes={len(self.raw)})"
         )
 
+    cdef int _check_crc(self) except -1:
+        cdef const char* p = PyBytes_AS_STRING(self.raw)
+        cdef uint32_t computed
+        if self.unchecked_at >= 0:
+            computed = _crc32c(self.raw, p + ATTRIBUTES_AT, PyBytes_GET_SIZE(self.raw) - ATTRIBUTES_AT)
+            _check_crc_of(self, computed)
+        return 0
+
     def decode(self, max_uncompressed_bytes):
         cdef object limit = errors.check_limit(max_uncompressed_bytes)
         cdef int codec = self.attributes & 7
         cdef object data
         cdef Py_ssize_t size = PyBytes_GET_SIZE(self.raw)
+        self._check_crc()
         if codec == CODEC_NONE:
             if size - HEADER_SIZE > limit:
                 raise errors.records_oversized(self.base_offset, CODEC_NONE, limit)
@@ -515,12 +533,10 @@ cdef class Batch:
         if (self.attributes & 7 != CODEC_NONE or _crc32c_nogil == NULL or plain is None
                 or not PyCapsule_IsValid(plain, PLAIN_CAPSULE)):
             return self.with_masked_values(self.decode(max_uncompressed_bytes), masker)
-        if PyBytes_GET_SIZE(self.raw) - HEADER_SIZE > limit:
-            raise errors.records_oversized(self.base_offset, CODEC_NONE, limit)
         return self._masked_plain(<MaskPlain>PyCapsule_GetPointer(plain, PLAIN_CAPSULE),
-                                  PyCapsule_GetContext(plain))
+                                  PyCapsule_GetContext(plain), limit)
 
-    cdef object _masked_plain(self, MaskPlain mask, const void* context):
+    cdef object _masked_plain(self, MaskPlain mask, const void* context, object limit):
         """masked() of an uncompressed batch by a MaskPlain: read, masked, written and sealed with
         the GIL released but to allocate the new batch."""
         cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(self.raw)
@@ -528,12 +544,20 @@ cdef class Batch:
         cdef Span* spans = NULL
         cdef Piece* pieces = NULL
         cdef MaskOutput own
-        cdef MaskOutput* out = _take_scratch(&own)
+        cdef MaskOutput* out
         cdef Fault fault
         cdef bint changed = False
         cdef int status = VALUE_KEPT
         cdef bytes rebuilt
         cdef unsigned char* w
+        cdef uint32_t computed
+        if self.unchecked_at >= 0:
+            with nogil:
+                computed = _crc32c_nogil(<const char*>p + ATTRIBUTES_AT, size - ATTRIBUTES_AT)
+            _check_crc_of(self, computed)
+        if size - HEADER_SIZE > limit:
+            raise errors.records_oversized(self.base_offset, CODEC_NONE, limit)
+        out = _take_scratch(&own)
         try:
             with nogil:
                 count = _parse_spans(p, HEADER_SIZE, size, self.count, &spans, &parsed, &fault)
@@ -1103,7 +1127,7 @@ cdef object _compress(int codec, bytes data, bint xerial):
     return cramjam.zstd.compress(data, level=_ZSTD_LEVEL)
 
 
-def read_batches(data, max_uncompressed_bytes):
+def read_batches(data, max_uncompressed_bytes, check_crc=True):
     """(the complete batches in data, the end of the last one). A partial batch at the end
     is not an error: it is left out, and starts where the returned end is."""
     cdef object limit = errors.check_limit(max_uncompressed_bytes)
@@ -1149,9 +1173,9 @@ def read_batches(data, max_uncompressed_bytes):
             batch.producer_epoch = _i16(q + 51)
             batch.base_sequence = _i32(q + 53)
             batch.count = _i32(q + 57)
-            computed = _crc32c(raw, <char*>q + ATTRIBUTES_AT, size - ATTRIBUTES_AT)
-            if computed != batch.crc:
-                raise errors.batch_crc_mismatch(pos, batch.crc, computed)
+            batch.unchecked_at = pos
+            if check_crc or batch.attributes & 7 > CODEC_ZSTD:  # a bad CRC is the likelier story
+                batch._check_crc()
             if batch.attributes & 7 > CODEC_ZSTD:
                 raise errors.batch_unknown_codec(pos, batch.attributes & 7)
             batches.append(batch)

@@ -151,7 +151,7 @@ def _crc32c(data) -> int:
 class Batch:
     """One record batch as read: its header fields and its own bytes (raw)."""
 
-    __slots__ = ("_fields", "_raw")
+    __slots__ = ("_fields", "_raw", "_unchecked_at")  # where it was read, while its CRC is not checked yet
 
     def __init__(self, *args, **kwargs):
         raise errors.not_constructible("Batch", "read_batches")
@@ -180,8 +180,16 @@ class Batch:
             f"bytes={len(self._raw)})"
         )
 
+    def _check_crc(self) -> None:
+        if self._unchecked_at is not None:
+            computed = _crc32c(self._raw[_ATTRIBUTES_AT:])
+            if computed != self._fields[4]:
+                raise errors.batch_crc_mismatch(self._unchecked_at, self._fields[4], computed)
+            self._unchecked_at = None
+
     def decode(self, max_uncompressed_bytes: int) -> "Records":
         limit = errors.check_limit(max_uncompressed_bytes)
+        self._check_crc()
         raw = self._raw
         base_offset = self._fields[0]
         codec = self._fields[5] & 7
@@ -556,15 +564,15 @@ def _seal(header: bytes, records, codec: int, xerial: bool) -> bytes:
     return bytes(out)
 
 
-def read_batches(data, max_uncompressed_bytes: int) -> tuple:
+def read_batches(data, max_uncompressed_bytes: int, check_crc: bool = True) -> tuple:
     """(the complete batches in data, the end of the last one). A partial batch at the end
     is not an error: it is left out, and starts where the returned end is."""
     limit = errors.check_limit(max_uncompressed_bytes)
     with memoryview(data) as outer, outer.cast("B") as view:
-        return _read_batches(view, limit)
+        return _read_batches(view, limit, check_crc)
 
 
-def _read_batches(view, limit: int) -> tuple:
+def _read_batches(view, limit: int, check_crc: bool) -> tuple:
     batches = []
     end = len(view)
     pos = 0
@@ -582,14 +590,14 @@ def _read_batches(view, limit: int) -> tuple:
             raise errors.batch_oversized(pos, size, limit)
         raw = view[pos : pos + size].tobytes()
         fields = _HEADER.unpack_from(raw)
-        computed = _crc32c(raw[_ATTRIBUTES_AT:])
-        if computed != fields[4]:
-            raise errors.batch_crc_mismatch(pos, fields[4], computed)
-        if fields[5] & 7 > ZSTD:
-            raise errors.batch_unknown_codec(pos, fields[5] & 7)
         batch = object.__new__(Batch)
         batch._fields = fields
         batch._raw = raw
+        batch._unchecked_at = pos
+        if check_crc or fields[5] & 7 > ZSTD:  # a bad CRC is the likelier story
+            batch._check_crc()
+        if fields[5] & 7 > ZSTD:
+            raise errors.batch_unknown_codec(pos, fields[5] & 7)
         batches.append(batch)
         pos += size
     return batches, pos

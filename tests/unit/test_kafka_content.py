@@ -5,7 +5,7 @@ acknowledged."""
 import orjson
 import pytest
 
-from brokerguard._native import encode_batch, read_batches
+from brokerguard._native import RecordError, encode_batch, read_batches
 from brokerguard.content import compile_validation
 from brokerguard.operations import Obligations
 from brokerguard.plugins.kafka import content
@@ -127,8 +127,12 @@ def test_large_fetches_are_masked_on_two_threads_to_the_same_bytes(monkeypatch, 
     batches[9] = records(b'{"card": "123456"}', b"not JSON")
     data = b"".join(batches)
     assert len(data) >= content.PARALLEL_MASK_BYTES
+    corrupt = bytearray(data)
+    corrupt[-10] ^= 1  # in the last batch, which either thread may take: its CRC no longer matches
     unmaskable = []
     split = content._mask_records(memoryview(data), profile, LIMIT, "orders", lambda *a: unmaskable.append(a))
+    with pytest.raises(RecordError, match=f"record batch at byte {len(data) - len(batches[-1])}: CRC-32C mismatch"):
+        content._mask_records(memoryview(corrupt), profile, LIMIT, "orders", lambda *a: None)
     monkeypatch.setattr(content, "PARALLEL_MASK_BYTES", len(data) + 1)
     alone = content._mask_records(memoryview(data), profile, LIMIT, "orders", lambda *a: None)
     assert split == alone

@@ -721,6 +721,24 @@ def test_read_batches_errors(twin):
     assert twin.read_batches(good, len(good))[1] == len(good)
 
 
+def test_a_crc_checked_later_is_checked_when_the_records_are_read(twin):
+    good = twin.encode_batch([None], [b'{"email":"x"}'], [[]], [1])
+    bad = bytearray(good)
+    bad[-2] ^= 1
+    stream = good + bytes(bad)
+    with pytest.raises(RecordError) as eager:
+        twin.read_batches(stream, LIMIT)
+    assert str(eager.value).startswith(f"record batch at byte {len(good)}: CRC-32C mismatch")
+    first, second = twin.read_batches(stream, LIMIT, check_crc=False)[0]
+    assert first.decode(LIMIT).values() == [b'{"email":"x"}']
+    masker = jsonmask.FieldMasker(MASK_RULES[:3])
+    for read in (lambda: second.decode(LIMIT), lambda: second.masked(masker, LIMIT)):
+        with pytest.raises(RecordError) as later:
+            read()
+        assert str(later.value) == str(eager.value)
+    assert second.raw == bytes(bad)  # what is not read is not refused: it goes on as it came
+
+
 def test_magic_is_checked_only_on_complete_batches(twin):
     legacy = struct.pack(">qi", 0, 60) + b"\x00" * 4 + b"\x01" + b"\x00" * 30  # magic 1, not all here
     assert twin.read_batches(legacy, LIMIT) == ([], 0)
@@ -1062,6 +1080,13 @@ def mutated(draw):
     return bytes(raw)
 
 
+def read_later(twin, data, limit, check_crc):
+    """Each batch's records, read (and masked) by a twin after read_batches(check_crc=...)."""
+    batches, end = twin.read_batches(data, limit, check_crc)
+    return end, [(outcome(lambda: columns_of(b.decode(limit))), outcome(b.masked, FUZZ_MASKER, limit))
+                 for b in batches]
+
+
 @RANDOM
 @given(
     stream=st.lists(mutated(), min_size=1, max_size=3).map(b"".join),
@@ -1070,6 +1095,13 @@ def mutated(draw):
 def test_differential_mutated_batches(stream, limit):
     # Anything but RecordError escaping either twin fails the test.
     both(lambda t: pipeline(t, stream, limit))
+    # With CRCs checked as records are read, a batch's records read the same, and a bad CRC
+    # is the same error, raised by decode and masked instead of read_batches.
+    checked, later = (both(lambda t: read_later(t, stream, limit, check_crc)) for check_crc in (True, False))
+    if checked[0] == "ok":
+        assert later == checked
+    elif "CRC-32C mismatch" in checked[1] and later[0] == "ok":
+        assert checked[1] in [text for row in later[1][1] for kind, text in row if kind == "RecordError"]
 
 
 @RANDOM
