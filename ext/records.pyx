@@ -1137,7 +1137,6 @@ def read_batches(data, max_uncompressed_bytes, check_crc=True):
     cdef Py_ssize_t pos = 0, end, size
     cdef int32_t length
     cdef int magic
-    cdef uint32_t computed
     cdef bytes raw
     cdef Batch batch
     cdef list batches = []
