@@ -284,12 +284,15 @@ def _native_crc32c():
         return 0
 
 
-# Batch.masked seals a batch with this, the GIL released; NULL: it masks with the GIL as
+# Every CRC is this function where it is found, and Batch.masked calls it with the GIL released;
+# NULL: CRCs go through the package's Python function, and masked() masks with the GIL as
 # with_masked_values does.
 cdef Crc32c _crc32c_nogil = <Crc32c><size_t>_native_crc32c()
 
 
 cdef uint32_t _crc32c(object owner, const char* data, Py_ssize_t size) except? 0:
+    if _crc32c_nogil != NULL:
+        return _crc32c_nogil(data, size)
     cdef _View view = _View.__new__(_View)
     view.owner = owner
     view.data = data
@@ -301,9 +304,14 @@ cdef int _seal(bytes out) except -1:
     """Set the batch length and CRC of a batch built in `out`, which nothing else holds yet."""
     cdef unsigned char* w = <unsigned char*>PyBytes_AS_STRING(out)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(out)
-    _put_u32(w + LENGTH_AT, <uint32_t>(size - PREFIX))
-    _put_u32(w + CRC_AT, _crc32c(out, <char*>w + ATTRIBUTES_AT, size - ATTRIBUTES_AT))
+    _put_seal(w, size, _crc32c(out, <char*>w + ATTRIBUTES_AT, size - ATTRIBUTES_AT))
     return 0
+
+
+cdef inline void _put_seal(unsigned char* w, Py_ssize_t size, uint32_t crc) noexcept nogil:
+    """The batch length and CRC of the `size`-byte batch at w."""
+    _put_u32(w + LENGTH_AT, <uint32_t>(size - PREFIX))
+    _put_u32(w + CRC_AT, crc)
 
 
 cdef bytes _sealed(const char* header, object body):
@@ -585,8 +593,8 @@ cdef class Batch:
             with nogil:
                 memcpy(w, p, HEADER_SIZE)
                 _write_with_values(w + HEADER_SIZE, p, spans, count, pieces)
-                _put_u32(w + LENGTH_AT, <uint32_t>(HEADER_SIZE + total - PREFIX))
-                _put_u32(w + CRC_AT, _crc32c_nogil(<char*>w + ATTRIBUTES_AT, HEADER_SIZE + total - ATTRIBUTES_AT))
+                _put_seal(w, HEADER_SIZE + total,
+                          _crc32c_nogil(<char*>w + ATTRIBUTES_AT, HEADER_SIZE + total - ATTRIBUTES_AT))
             return rebuilt
         finally:
             free(spans)
